@@ -1,0 +1,146 @@
+//! Errors, typed per operation. Messages say what to do.
+
+use std::path::PathBuf;
+
+/// Opening a data dir failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process holds the redb lock.
+    #[error(
+        "data dir `{}` is in use by another cacheow process; stop that process or pass a different --data-dir",
+        data_dir.display()
+    )]
+    Locked {
+        /// The data dir in use.
+        data_dir: PathBuf,
+    },
+    /// The store was written by a newer cacheow.
+    #[error(
+        "data dir `{}` has schema version {found}, but this cacheow understands up to {supported}; upgrade cacheow or use another --data-dir",
+        data_dir.display()
+    )]
+    NewerSchema {
+        /// The data dir.
+        data_dir: PathBuf,
+        /// Version found in the store.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+    /// The schema marker is not a number we can read.
+    #[error(
+        "data dir `{}` has an unreadable schema version `{found}`; run `cacheow rebuild-index --data-dir {}` after moving cacheow.redb away",
+        data_dir.display(), data_dir.display()
+    )]
+    BadSchema {
+        /// The data dir.
+        data_dir: PathBuf,
+        /// What was stored.
+        found: String,
+    },
+    /// Creating the data dir failed.
+    #[error("cannot create data dir `{}`: {source}", path.display())]
+    CreateDir {
+        /// The dir.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// redb refused the file.
+    #[error("cannot open the index `{}`: {source}. If it is damaged, move it away and run `cacheow rebuild-index` to rebuild it from the JSON files", path.display())]
+    Database {
+        /// The redb file.
+        path: PathBuf,
+        /// The cause.
+        source: Box<redb::Error>,
+    },
+    /// Rebuilding a missing index from the mirror failed.
+    #[error("rebuilding the index from the JSON files failed: {0}")]
+    Rebuild(#[from] RebuildError),
+}
+
+impl OpenError {
+    /// True when another process owns the data dir.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, OpenError::Locked { .. })
+    }
+}
+
+/// Persisting a batch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The redb transaction failed.
+    #[error("index write failed: {0}")]
+    Database(Box<redb::Error>),
+    /// A mirror file could not be written or removed.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Mirror {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another write in the same transaction failed, so this one was lost too.
+    #[error("index write failed with its batch: {reason}")]
+    BatchRejected {
+        /// The batch's error.
+        reason: String,
+    },
+    /// The background writer has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+impl<E: Into<redb::Error>> From<E> for WriteError {
+    fn from(e: E) -> Self {
+        WriteError::Database(Box::new(e.into()))
+    }
+}
+
+/// Reading the index failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The redb read failed.
+    #[error("index read failed: {0}")]
+    Database(Box<redb::Error>),
+    /// A stored record does not parse; the index is damaged.
+    #[error(
+        "index record `{key}` is unreadable ({source}); run `cacheow rebuild-index` to rebuild the index from the JSON files"
+    )]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+impl<E: Into<redb::Error>> From<E> for ReadError {
+    fn from(e: E) -> Self {
+        ReadError::Database(Box::new(e.into()))
+    }
+}
+
+/// Rebuilding the index from the mirror failed as a whole. (Single
+/// unreadable files are not errors: they are listed in the report.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RebuildError {
+    /// The index could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The mirror directory could not be listed.
+    #[error("cannot list `{}`: {source}", path.display())]
+    List {
+        /// The dir.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The background writer has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}

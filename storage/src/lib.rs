@@ -1,0 +1,36 @@
+//! `cacheow-storage` owns cacheow's data model (functions, outcomes, modes,
+//! mock entries, stats) and its bytes on disk: the redb index, the JSON mirror
+//! under `functions/<id>/`, the schema version and the batching background
+//! writer. It knows nothing of HTTP, hyper, tokio or the panel.
+//!
+//! ```
+//! use cacheow_storage::{Function, FunctionKind, Store, Write};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path()).unwrap();
+//! let function = Function::new("GET http://api.test/users/{id}", FunctionKind::Http);
+//! store.apply(&[Write::PutFunction(function.clone())]).unwrap();
+//! let loaded = store.load().unwrap();
+//! assert_eq!(loaded[0].function.id, function.id);
+//! assert!(dir.path().join("functions").join(function.id.to_string()).join("function.json").exists());
+//! ```
+
+mod atomic;
+mod error;
+mod ids;
+mod layout;
+mod model;
+mod schema;
+mod store;
+mod tables;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+mod writer;
+
+pub use error::{OpenError, ReadError, RebuildError, WriteError};
+pub use ids::{CallKey, FunctionId, IdError, OutcomeId};
+pub use model::{
+    Function, FunctionKind, MockEntry, Mode, Outcome, OutcomeType, ParseModeError, Stats, Timestamp,
+};
+pub use schema::SCHEMA_VERSION;
+pub use store::{RebuildFailure, RebuildReport, Store, StoredFunction, Write};
+pub use writer::{Ack, Writer, WriterStats};

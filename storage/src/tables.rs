@@ -1,0 +1,23 @@
+//! Every redb table. Table names and key layouts are part of the format.
+
+use redb::TableDefinition;
+
+/// `"schema_version"` → decimal string.
+pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// function id (hex) → `Function` as JSON.
+pub(crate) const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+/// `"<function id>:<outcome id>"` → `Outcome` as JSON.
+pub(crate) const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
+/// function id (hex) → `Stats` as JSON.
+pub(crate) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+
+/// The key of one outcome row.
+pub(crate) fn outcome_key(function: &str, outcome: &str) -> String {
+    format!("{function}:{outcome}")
+}
+
+/// The key range holding every outcome of one function (`;` sorts right
+/// after `:`).
+pub(crate) fn outcome_range(function: &str) -> (String, String) {
+    (format!("{function}:"), format!("{function};"))
+}

@@ -1,0 +1,189 @@
+//! The background writer: one std thread that batches writes into redb
+//! transactions and mirrors them to files, off the request path.
+//!
+//! Loss window: a write is durable once the batch holding it commits. A batch
+//! is everything queued while the previous one was committing, so after a
+//! hard kill at most the writes of the last few milliseconds are lost. Callers
+//! that cannot accept that wait for the write's `Ack` (durable mode).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::error::{RebuildError, WriteError};
+use crate::ids::FunctionId;
+use crate::store::{RebuildReport, Store, Write};
+
+/// Called once a write is committed and mirrored, or has failed.
+pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
+
+type RebuildAck = Box<dyn FnOnce(Result<RebuildReport, RebuildError>) + Send>;
+type FailureHook = Box<dyn Fn(FunctionId, &WriteError) + Send>;
+
+/// Upper bound on writes per transaction, so one commit stays short.
+const MAX_BATCH: usize = 1024;
+
+enum Command {
+    Write(Write, Option<Ack>),
+    Rebuild(Option<FunctionId>, RebuildAck),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// Counters about the writer itself.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Writes that failed.
+    pub failures: AtomicU64,
+}
+
+/// Handle to the background writer. Dropping it drains the queue and joins
+/// the thread.
+pub struct Writer {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+// === impl Writer ===
+
+impl Writer {
+    /// Starts the writer thread. `on_failure` is called (on that thread) for
+    /// every write that could not be persisted, with the function it was for.
+    pub fn spawn(
+        store: Arc<Store>,
+        on_failure: impl Fn(FunctionId, &WriteError) + Send + 'static,
+    ) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let on_failure: FailureHook = Box::new(on_failure);
+        let thread = std::thread::Builder::new()
+            .name("cacheow-writer".into())
+            .spawn(move || run(&store, &rx, &on_failure, &thread_stats))
+            .expect("spawning the writer thread");
+        Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+        }
+    }
+
+    /// Queues a write; failures go to the `on_failure` hook.
+    pub fn submit(&self, write: Write) {
+        self.send(Command::Write(write, None));
+    }
+
+    /// Queues a write and calls `ack` once it is durable (or failed).
+    pub fn submit_with_ack(&self, write: Write, ack: Ack) {
+        if let Some(Command::Write(_, Some(ack))) = self.send(Command::Write(write, Some(ack))) {
+            ack(Err(WriteError::WriterGone));
+        }
+    }
+
+    /// Rebuilds the index from the mirror after every queued write has
+    /// landed, then calls `ack` with the report.
+    pub fn rebuild(
+        &self,
+        only: Option<FunctionId>,
+        ack: impl FnOnce(Result<RebuildReport, RebuildError>) + Send + 'static,
+    ) {
+        if let Some(Command::Rebuild(_, ack)) = self.send(Command::Rebuild(only, Box::new(ack))) {
+            ack(Err(RebuildError::WriterGone));
+        }
+    }
+
+    /// Blocks until every write queued before this call has been processed.
+    pub fn flush(&self) {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if self.send(Command::Flush(done_tx)).is_none() {
+            let _ = done_rx.recv();
+        }
+    }
+
+    /// Counters about batches and failures.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Sends a command; gives it back if the thread is gone.
+    fn send(&self, command: Command) -> Option<Command> {
+        match &self.tx {
+            Some(tx) => tx.send(command).err().map(|e| e.0),
+            None => Some(command),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Internal: closing the channel lets the thread drain what is queued
+        // and exit; joining makes shutdown lose nothing.
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(store: &Store, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook, stats: &WriterStats) {
+    let mut pending: Option<Command> = None;
+    loop {
+        let first = match pending.take() {
+            Some(command) => command,
+            None => match rx.recv() {
+                Ok(command) => command,
+                Err(_) => return,
+            },
+        };
+        match first {
+            Command::Flush(done) => {
+                let _ = done.send(());
+            }
+            Command::Rebuild(only, ack) => ack(store.rebuild_index(only)),
+            Command::Write(write, ack) => {
+                let mut writes = vec![write];
+                let mut acks: Vec<Ack> = ack.into_iter().collect();
+                while writes.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Command::Write(write, ack)) => {
+                            writes.push(write);
+                            acks.extend(ack);
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let failures = store.apply_batch(&writes);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .failures
+                    .fetch_add(failures.len() as u64, Ordering::Relaxed);
+                for (function, error) in &failures {
+                    tracing::error!(function = %function, error = %error, "persisting failed; the response was still served");
+                    on_failure(*function, error);
+                }
+                let batch_error = failures.first().map(|(_, e)| e.to_string());
+                for ack in acks {
+                    ack(match &batch_error {
+                        None => Ok(()),
+                        Some(reason) => Err(WriteError::BatchRejected {
+                            reason: reason.clone(),
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}
