@@ -1,0 +1,283 @@
+//! `Engine`: the set of functions in memory, backed by the store.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use cacheow_storage::{
+    Function, FunctionId, FunctionKind, Mode, RebuildReport, Stats, Store, Write, Writer,
+};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::error::EngineError;
+use crate::function::{FunctionHandle, FunctionState};
+
+/// How often changed counters are written to the index.
+const STATS_FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+type FunctionMap = RwLock<HashMap<FunctionId, Arc<FunctionState>>>;
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// Mode of functions seen for the first time.
+    pub default_mode: Mode,
+    /// Wait for each recorded outcome to be committed before replying.
+    pub durable: bool,
+}
+
+/// What identifies a function, and how to set it up when first seen.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Identity string; the id is its blake3 hash.
+    pub name: String,
+    /// What it wraps.
+    pub kind: FunctionKind,
+    /// Initial mode (else the engine's default mode).
+    pub initial_mode: Option<Mode>,
+    /// Settings kept in the function's config.
+    pub config: Map<String, Value>,
+}
+
+impl FunctionSpec {
+    /// A spec with no initial mode and no config.
+    pub fn new(name: impl Into<String>, kind: FunctionKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            initial_mode: None,
+            config: Map::new(),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) options: EngineOptions,
+    pub(crate) writer: Writer,
+    store: Arc<Store>,
+    functions: Arc<FunctionMap>,
+}
+
+/// The engine. Cheap to clone; the last clone dropped flushes everything to
+/// disk.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.data_dir())
+            .finish()
+    }
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// Opens the data dir and loads every function into memory.
+    pub fn open(data_dir: &Path, options: EngineOptions) -> Result<Engine, EngineError> {
+        let store = Arc::new(Store::open(data_dir)?);
+        let functions: Arc<FunctionMap> = Arc::new(RwLock::new(HashMap::new()));
+        for stored in store.load()? {
+            let state = FunctionState::new(stored.function, stored.outcomes, stored.stats);
+            let id = FunctionId::for_identity(&state.name());
+            functions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Arc::new(state));
+        }
+        let failed = functions.clone();
+        let writer = Writer::spawn(store.clone(), move |id, _| {
+            if let Some(state) = failed.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+                state.note_persist_failure();
+            }
+        });
+        let shared = Arc::new(Shared {
+            options,
+            writer,
+            store,
+            functions,
+        });
+        spawn_stats_flusher(Arc::downgrade(&shared));
+        Ok(Engine { shared })
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.shared.store.data_dir().to_owned()
+    }
+
+    /// The engine's settings.
+    pub fn options(&self) -> EngineOptions {
+        self.shared.options
+    }
+
+    /// The function with this identity, created (and persisted) if new.
+    /// Settings in `spec.config` are merged into an existing function's
+    /// config when they differ.
+    pub fn ensure_function(&self, spec: FunctionSpec) -> FunctionHandle {
+        let id = FunctionId::for_identity(&spec.name);
+        if let Some(state) = self.map().get(&id).cloned() {
+            let handle = self.handle(state);
+            let snapshot_differs = {
+                let current = handle.snapshot();
+                spec.config
+                    .iter()
+                    .any(|(k, v)| current.config.get(k) != Some(v))
+            };
+            if snapshot_differs {
+                handle.merge_config(spec.config);
+            }
+            return handle;
+        }
+        let mut map = self
+            .shared
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = map.get(&id).cloned() {
+            drop(map);
+            return self.handle(state);
+        }
+        let mut function = Function::new(spec.name, spec.kind);
+        function.mode = spec
+            .initial_mode
+            .unwrap_or(self.shared.options.default_mode);
+        function.config = spec.config;
+        let state = Arc::new(FunctionState::new(
+            function.clone(),
+            Vec::new(),
+            Stats::default(),
+        ));
+        map.insert(id, state.clone());
+        drop(map);
+        tracing::info!(function = %id, name = %function.name, mode = %function.mode, "new function");
+        self.shared.writer.submit(Write::PutFunction(function));
+        self.handle(state)
+    }
+
+    /// The function with this id.
+    pub fn function(&self, id: &FunctionId) -> Option<FunctionHandle> {
+        self.map().get(id).cloned().map(|state| self.handle(state))
+    }
+
+    /// The function with this id, or `UnknownFunction`.
+    pub fn require(&self, id: &FunctionId) -> Result<FunctionHandle, EngineError> {
+        self.function(id).ok_or(EngineError::UnknownFunction(*id))
+    }
+
+    /// Every function, sorted by name.
+    pub fn functions(&self) -> Vec<FunctionHandle> {
+        let mut all: Vec<_> = self
+            .map()
+            .values()
+            .cloned()
+            .map(|s| self.handle(s))
+            .collect();
+        all.sort_by_cached_key(|f| f.snapshot().name);
+        all
+    }
+
+    /// Re-reads the JSON mirror (one function, or all) into the index and the
+    /// memory, after every queued write has landed.
+    pub async fn rebuild_index(
+        &self,
+        only: Option<FunctionId>,
+    ) -> Result<RebuildReport, EngineError> {
+        if let Some(id) = only {
+            self.require(&id)?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.writer.rebuild(only, move |result| {
+            let _ = tx.send(result);
+        });
+        let report = rx
+            .await
+            .map_err(|_| cacheow_storage::RebuildError::WriterGone)??;
+        let stored = self.shared.store.load()?;
+        let mut map = self
+            .shared
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if only.is_none() {
+            map.retain(|id, _| stored.iter().any(|s| s.function.id == *id));
+        }
+        for entry in stored {
+            let id = entry.function.id;
+            if only.is_some_and(|only| only != id) {
+                continue;
+            }
+            match map.get(&id) {
+                Some(state) => state.reload(entry.function, entry.outcomes),
+                None => {
+                    let state = FunctionState::new(entry.function, entry.outcomes, entry.stats);
+                    map.insert(id, Arc::new(state));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes changed counters and waits until everything queued is on disk.
+    pub fn flush(&self) {
+        flush_stats(&self.shared);
+        self.shared.writer.flush();
+    }
+
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<FunctionId, Arc<FunctionState>>> {
+        self.shared
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(&self, state: Arc<FunctionState>) -> FunctionHandle {
+        FunctionHandle {
+            state,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        flush_stats(self);
+    }
+}
+
+fn flush_stats(shared: &Shared) {
+    let dirty: Vec<_> = shared
+        .functions
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(|state| state.take_dirty_stats())
+        .collect();
+    for (id, stats) in dirty {
+        shared.writer.submit(Write::PutStats(id, stats));
+    }
+}
+
+/// Counters change on every call; writing them on a timer keeps the replay
+/// path free of disk work.
+fn spawn_stats_flusher(shared: Weak<Shared>) {
+    let spawned = std::thread::Builder::new()
+        .name("cacheow-stats".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(STATS_FLUSH_EVERY);
+                match shared.upgrade() {
+                    Some(shared) => flush_stats(&shared),
+                    None => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the stats flusher; counters are saved at shutdown only");
+    }
+}

@@ -1,0 +1,430 @@
+//! One function in memory: its settings, outcomes, counters and recent calls,
+//! and the verbs that read and change them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cacheow_storage::{
+    CallKey, Function, FunctionId, MockEntry, Mode, Outcome, OutcomeId, Stats, Timestamp, Write,
+    WriteError,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::decide::{self, Decision, Source};
+use crate::engine::Shared;
+use crate::error::{EngineError, NoMockOutcome};
+use crate::outcome::{NewOutcome, OutcomeIndex, StoredOutcome};
+
+/// How many recent calls each function remembers.
+const RECENT_CALLS: usize = 50;
+
+/// One call as shown in the panel.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentCall {
+    /// When it started.
+    pub at: Timestamp,
+    /// Its call key.
+    pub call_key: Option<CallKey>,
+    /// Where the reply came from.
+    pub source: Source,
+    /// The outcome served or recorded, if any.
+    pub outcome_id: Option<OutcomeId>,
+    /// How long it took, latency included.
+    pub duration_ms: f64,
+    /// A numeric result code (for HTTP: the status).
+    pub status: Option<u16>,
+    /// The error kind, when the call failed.
+    pub error: Option<String>,
+}
+
+pub(crate) struct FunctionState {
+    meta: RwLock<Function>,
+    outcomes: RwLock<OutcomeIndex>,
+    stats: Mutex<Stats>,
+    stats_dirty: AtomicBool,
+    recent: Mutex<VecDeque<RecentCall>>,
+}
+
+impl FunctionState {
+    pub(crate) fn new(function: Function, outcomes: Vec<Outcome>, stats: Stats) -> Self {
+        let mut index = OutcomeIndex::default();
+        let mut outcomes = outcomes;
+        outcomes.sort_by_key(|o| o.last_seen_at);
+        for outcome in outcomes {
+            index.insert(outcome);
+        }
+        Self {
+            meta: RwLock::new(function),
+            outcomes: RwLock::new(index),
+            stats: Mutex::new(stats),
+            stats_dirty: AtomicBool::new(false),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Replaces settings and outcomes with what the store holds now (after a
+    /// rebuild); counters and recent calls stay.
+    pub(crate) fn reload(&self, function: Function, outcomes: Vec<Outcome>) {
+        let fresh = FunctionState::new(function.clone(), outcomes, Stats::default());
+        *write(&self.meta) = function;
+        *write(&self.outcomes) = fresh
+            .outcomes
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+    }
+
+    pub(crate) fn take_dirty_stats(&self) -> Option<(FunctionId, Stats)> {
+        if self.stats_dirty.swap(false, Ordering::AcqRel) {
+            Some((read(&self.meta).id, lock(&self.stats).clone()))
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn note_persist_failure(&self) {
+        lock(&self.stats).persist_failures += 1;
+        self.stats_dirty.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn name(&self) -> String {
+        read(&self.meta).name.clone()
+    }
+}
+
+// Internal: a poisoned lock only means another call panicked mid-update;
+// the data is still the best we have, and a dev proxy must keep serving.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the caller reports once a call is over.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The call key.
+    pub call_key: Option<CallKey>,
+    /// Where the reply came from.
+    pub source: Source,
+    /// The outcome served or recorded.
+    pub outcome_id: Option<OutcomeId>,
+    /// Wall time of the whole call.
+    pub elapsed: Duration,
+    /// Result code (HTTP status).
+    pub status: Option<u16>,
+    /// Error kind if the call failed.
+    pub error: Option<String>,
+    /// The result was over the size cap and was not recorded.
+    pub oversize: bool,
+}
+
+/// A recorded outcome on its way to disk.
+#[derive(Debug)]
+pub struct Recording {
+    /// The outcome's id.
+    pub outcome_id: OutcomeId,
+    ack: Option<oneshot::Receiver<Result<(), WriteError>>>,
+}
+
+impl Recording {
+    /// Waits until the outcome is durable when the engine runs in durable
+    /// mode; returns at once otherwise.
+    pub async fn persisted(self) -> Result<(), WriteError> {
+        match self.ack {
+            Some(rx) => rx.await.unwrap_or(Err(WriteError::WriterGone)),
+            None => Ok(()),
+        }
+    }
+
+    /// `persisted` for code outside an async runtime.
+    pub fn persisted_blocking(self) -> Result<(), WriteError> {
+        match self.ack {
+            Some(rx) => rx.blocking_recv().unwrap_or(Err(WriteError::WriterGone)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A handle to one function. Cheap to clone.
+#[derive(Clone)]
+pub struct FunctionHandle {
+    pub(crate) state: Arc<FunctionState>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FunctionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionHandle")
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
+// === impl FunctionHandle ===
+
+impl FunctionHandle {
+    /// The function's id.
+    pub fn id(&self) -> FunctionId {
+        read(&self.state.meta).id
+    }
+
+    /// A copy of the function's settings.
+    pub fn snapshot(&self) -> Function {
+        read(&self.state.meta).clone()
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        read(&self.state.meta).mode
+    }
+
+    /// Decides how to serve a call with this key, and counts it.
+    pub fn decide(&self, key: &CallKey) -> Result<Decision, NoMockOutcome> {
+        let decision = {
+            let meta = read(&self.state.meta);
+            let index = read(&self.state.outcomes);
+            decide::decide(
+                meta.id,
+                meta.mode,
+                meta.latency_ms,
+                &meta.mock_entries,
+                &index,
+                key,
+            )
+        };
+        {
+            let mut stats = lock(&self.state.stats);
+            stats.total_calls += 1;
+            stats.last_called_at = Some(Timestamp::now());
+            match &decision {
+                Ok(Decision::Call {
+                    reason: decide::CallReason::CacheMiss,
+                }) => stats.cache_misses += 1,
+                Ok(Decision::Call { .. }) => {}
+                Ok(Decision::Replay { source, .. }) => match source {
+                    Source::Cache => stats.cache_hits += 1,
+                    Source::Mock | Source::Upstream => stats.mock_calls += 1,
+                },
+                Err(_) => {
+                    stats.mock_calls += 1;
+                    stats.exceptions += 1;
+                }
+            }
+        }
+        self.state.stats_dirty.store(true, Ordering::Release);
+        decision
+    }
+
+    /// Counts a finished call and remembers it among the recent ones.
+    pub fn finish(&self, call: Finished) {
+        {
+            let mut stats = lock(&self.state.stats);
+            stats.add_duration(call.elapsed);
+            if call.source == Source::Upstream {
+                stats.upstream_calls += 1;
+            }
+            if call.error.is_some() {
+                stats.exceptions += 1;
+            }
+            if call.oversize {
+                stats.unrecorded_oversize += 1;
+            }
+        }
+        self.state.stats_dirty.store(true, Ordering::Release);
+        let entry = RecentCall {
+            at: Timestamp::now(),
+            call_key: call.call_key,
+            source: call.source,
+            outcome_id: call.outcome_id,
+            duration_ms: call.elapsed.as_secs_f64() * 1000.0,
+            status: call.status,
+            error: call.error,
+        };
+        let mut recent = lock(&self.state.recent);
+        if recent.len() == RECENT_CALLS {
+            recent.pop_back();
+        }
+        recent.push_front(entry);
+    }
+
+    /// Records what the real call produced. Identical outcomes (same key and
+    /// fingerprint) are stored once, with a count.
+    pub fn record(&self, key: Option<CallKey>, new: NewOutcome) -> Recording {
+        let outcome = self.merge(key, new);
+        let outcome_id = outcome.id;
+        write(&self.state.outcomes).insert(outcome.clone());
+        let ack = self.persist(Write::PutOutcome(outcome));
+        Recording { outcome_id, ack }
+    }
+
+    /// Adds a manual outcome (from the API or panel).
+    pub fn add_manual(&self, key: Option<CallKey>, mut new: NewOutcome) -> Recording {
+        new.is_manual = true;
+        self.record(key, new)
+    }
+
+    fn merge(&self, key: Option<CallKey>, new: NewOutcome) -> Outcome {
+        let function_id = self.id();
+        let id = OutcomeId::for_content(key.as_ref(), &new.fingerprint_bytes());
+        let now = Timestamp::now();
+        if let Some(existing) = read(&self.state.outcomes).get(&id) {
+            let mut outcome = existing.outcome().clone();
+            outcome.count += 1;
+            outcome.last_seen_at = now;
+            outcome.is_mock_only = new.is_mock_only;
+            return outcome;
+        }
+        Outcome {
+            id,
+            function_id,
+            call_key: key,
+            outcome_type: new.outcome_type,
+            value: new.value,
+            exception_type: new.exception_type,
+            exception_message: new.exception_message,
+            duration_ms: new.duration_ms,
+            count: 1,
+            is_manual: new.is_manual,
+            is_mock_only: new.is_mock_only,
+            created_at: now,
+            last_seen_at: now,
+            request: new.request,
+        }
+    }
+
+    /// One stored outcome.
+    pub fn outcome(&self, id: &OutcomeId) -> Option<Arc<StoredOutcome>> {
+        read(&self.state.outcomes).get(id).cloned()
+    }
+
+    /// Every stored outcome, newest first.
+    pub fn outcomes(&self) -> Vec<Arc<StoredOutcome>> {
+        let mut all: Vec<_> = read(&self.state.outcomes).all().cloned().collect();
+        all.sort_by(|a, b| b.outcome().last_seen_at.cmp(&a.outcome().last_seen_at));
+        all
+    }
+
+    /// How many outcomes are stored.
+    pub fn outcome_count(&self) -> usize {
+        read(&self.state.outcomes).len()
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.state.stats).clone()
+    }
+
+    /// The recent calls, newest first.
+    pub fn recent_calls(&self) -> Vec<RecentCall> {
+        lock(&self.state.recent).iter().cloned().collect()
+    }
+
+    /// Sets the mode.
+    pub fn set_mode(&self, mode: Mode) {
+        self.update(|f| f.mode = mode);
+    }
+
+    /// Sets the latency added in cache and mock modes.
+    pub fn set_latency(&self, latency_ms: u64) {
+        self.update(|f| f.latency_ms = latency_ms);
+    }
+
+    /// Replaces the mock entries. Every entry must name a stored outcome and
+    /// carry a finite weight ≥ 0.
+    pub fn set_mock_entries(&self, entries: Vec<MockEntry>) -> Result<(), EngineError> {
+        {
+            let index = read(&self.state.outcomes);
+            for (i, entry) in entries.iter().enumerate() {
+                if !entry.weight.is_finite() || entry.weight < 0.0 {
+                    return Err(EngineError::Invalid {
+                        field: format!("entries[{i}].weight"),
+                        message: format!("must be a number ≥ 0, got {}", entry.weight),
+                    });
+                }
+                if index.get(&entry.outcome_id).is_none() {
+                    return Err(EngineError::Invalid {
+                        field: format!("entries[{i}].outcome_id"),
+                        message: format!(
+                            "function {} has no outcome {}",
+                            self.id(),
+                            entry.outcome_id
+                        ),
+                    });
+                }
+            }
+        }
+        self.update(|f| f.mock_entries = entries);
+        Ok(())
+    }
+
+    /// Merges settings into the function's config; a `null` value removes a
+    /// key.
+    pub fn merge_config(&self, settings: Map<String, Value>) {
+        self.update(|f| {
+            for (key, value) in settings {
+                if value.is_null() {
+                    f.config.shift_remove(&key);
+                } else {
+                    f.config.insert(key, value);
+                }
+            }
+        });
+    }
+
+    /// Deletes an outcome and any mock entry that points at it.
+    pub fn delete_outcome(&self, id: &OutcomeId) -> Result<(), EngineError> {
+        let function = self.id();
+        if write(&self.state.outcomes).remove(id).is_none() {
+            return Err(EngineError::UnknownOutcome {
+                function,
+                outcome: *id,
+            });
+        }
+        self.persist(Write::DeleteOutcome {
+            function,
+            outcome: *id,
+        });
+        let had_entry = read(&self.state.meta)
+            .mock_entries
+            .iter()
+            .any(|e| e.outcome_id == *id);
+        if had_entry {
+            self.update(|f| f.mock_entries.retain(|e| e.outcome_id != *id));
+        }
+        Ok(())
+    }
+
+    /// Applies a settings change and persists the function.
+    fn update(&self, change: impl FnOnce(&mut Function)) {
+        let snapshot = {
+            let mut meta = write(&self.state.meta);
+            change(&mut meta);
+            meta.clone()
+        };
+        self.persist(Write::PutFunction(snapshot));
+    }
+
+    fn persist(&self, write: Write) -> Option<oneshot::Receiver<Result<(), WriteError>>> {
+        if self.shared.options.durable {
+            let (tx, rx) = oneshot::channel();
+            self.shared.writer.submit_with_ack(
+                write,
+                Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            );
+            Some(rx)
+        } else {
+            self.shared.writer.submit(write);
+            None
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `cacheow` owns the engine: for each call to a wrapped function it decides,
+//! from the function's mode, whether to call the real thing or replay a stored
+//! outcome (cache key match, or weighted mock choice), applies latency, keeps
+//! stats and hands new outcomes to the store's background writer. It keeps an
+//! in-memory index so the replay path does no disk I/O. It knows nothing of
+//! HTTP or TLS: the proxy maps requests to calls and outcomes to responses.
+//!
+//! ```
+//! use cacheow::{CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionKind, FunctionSpec, Mode, NewOutcome};
+//! # let dir = tempfile_dir();
+//! let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+//! let function = engine.ensure_function(FunctionSpec::new("my_crate::slow", FunctionKind::Sync));
+//! function.set_mode(Mode::Cache);
+//! let key = CallKey::of_bytes(b"args");
+//! assert!(matches!(function.decide(&key).unwrap(), Decision::Call { .. }));
+//! function.record(Some(key), NewOutcome::returned(serde_json::json!(42)));
+//! match function.decide(&key).unwrap() {
+//!     Decision::Replay { outcome, .. } => assert_eq!(outcome.outcome().value, 42),
+//!     other => panic!("expected a replay, got {other:?}"),
+//! }
+//! # fn tempfile_dir() -> std::path::PathBuf {
+//! #     let dir = std::env::temp_dir().join(format!("cacheow-doc-{}", std::process::id()));
+//! #     let _ = std::fs::remove_dir_all(&dir);
+//! #     dir
+//! # }
+//! ```
+
+mod decide;
+mod engine;
+mod error;
+mod function;
+mod keys;
+mod outcome;
+
+pub use cacheow_storage::{
+    CallKey, Function, FunctionId, FunctionKind, IdError, MockEntry, Mode, OpenError, Outcome,
+    OutcomeId, OutcomeType, ParseModeError, RebuildFailure, RebuildReport, Stats, Timestamp,
+};
+pub use decide::{CallReason, Decision, Source};
+pub use engine::{Engine, EngineOptions, FunctionSpec};
+pub use error::{EngineError, NoMockOutcome};
+pub use function::{Finished, FunctionHandle, RecentCall, Recording};
+pub use keys::{CallKeyExt, canonical_json};
+pub use outcome::{NewOutcome, StoredOutcome};

@@ -1,0 +1,159 @@
+//! The seed's mode semantics, checked against the engine directly.
+
+use cacheow::{
+    CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionHandle, FunctionKind,
+    FunctionSpec, MockEntry, Mode, NewOutcome, Source,
+};
+use cacheow_storage::test_support::{TempDataDir, temp_data_dir};
+use serde_json::json;
+
+fn engine() -> (TempDataDir, Engine) {
+    let dir = temp_data_dir();
+    let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    (dir, engine)
+}
+
+fn function(engine: &Engine) -> FunctionHandle {
+    engine.ensure_function(FunctionSpec::new("tests::f", FunctionKind::Sync))
+}
+
+fn replayed_value(decision: Decision) -> serde_json::Value {
+    match decision {
+        Decision::Replay { outcome, .. } => outcome.outcome().value.clone(),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+#[test]
+fn default_mode_always_calls_and_identical_outcomes_share_a_count() {
+    let (_dir, engine) = engine();
+    let f = function(&engine);
+    let key = CallKey::of_bytes(b"a");
+    for _ in 0..3 {
+        assert!(matches!(f.decide(&key).unwrap(), Decision::Call { .. }));
+        f.record(Some(key), NewOutcome::returned(json!("same")));
+    }
+    assert_eq!(f.outcome_count(), 1);
+    assert_eq!(f.outcomes()[0].outcome().count, 3);
+}
+
+#[test]
+fn cache_mode_replays_on_key_match_and_skips_mock_only() {
+    let (_dir, engine) = engine();
+    let f = function(&engine);
+    f.set_mode(Mode::Cache);
+    let key = CallKey::of_bytes(b"a");
+    let mut mock_only = NewOutcome::returned(json!("mock only"));
+    mock_only.is_mock_only = true;
+    f.add_manual(Some(key), mock_only);
+    assert!(matches!(f.decide(&key).unwrap(), Decision::Call { .. }));
+    f.record(Some(key), NewOutcome::returned(json!(1)));
+    assert_eq!(replayed_value(f.decide(&key).unwrap()), json!(1));
+    let stats = f.stats();
+    assert_eq!((stats.cache_hits, stats.cache_misses), (1, 1));
+}
+
+#[test]
+fn mock_weights_enabled_and_ignore_args() {
+    let (_dir, engine) = engine();
+    let f = function(&engine);
+    let (ka, kb) = (CallKey::of_bytes(b"a"), CallKey::of_bytes(b"b"));
+    let a = f
+        .record(Some(ka), NewOutcome::returned(json!("a")))
+        .outcome_id;
+    let b = f
+        .record(Some(kb), NewOutcome::returned(json!("b")))
+        .outcome_id;
+    f.set_mode(Mode::Mock);
+    let entry = |id, weight, enabled, ignore_args| MockEntry {
+        outcome_id: id,
+        weight,
+        enabled,
+        ignore_args,
+    };
+
+    f.set_mock_entries(vec![entry(a, 3.0, true, true), entry(b, 1.0, true, true)])
+        .unwrap();
+    let unseen = CallKey::of_bytes(b"never seen");
+    let a_count = (0..4000)
+        .filter(|_| replayed_value(f.decide(&unseen).unwrap()) == json!("a"))
+        .count();
+    assert!((2800..=3200).contains(&a_count), "{a_count} of 4000");
+
+    f.set_mock_entries(vec![entry(a, 3.0, false, true), entry(b, 1.0, true, true)])
+        .unwrap();
+    assert!((0..200).all(|_| replayed_value(f.decide(&unseen).unwrap()) == json!("b")));
+
+    f.set_mock_entries(vec![entry(a, 1.0, true, false)])
+        .unwrap();
+    assert_eq!(replayed_value(f.decide(&ka).unwrap()), json!("a"));
+    let err = f.decide(&kb).unwrap_err();
+    assert!(err.to_string().contains("no eligible outcome"), "{err}");
+}
+
+#[test]
+fn mock_without_entries_is_uniform_and_empty_is_an_error() {
+    let (_dir, engine) = engine();
+    let f = function(&engine);
+    f.set_mode(Mode::Mock);
+    assert!(f.decide(&CallKey::of_bytes(b"x")).is_err());
+    f.record(
+        Some(CallKey::of_bytes(b"1")),
+        NewOutcome::returned(json!(1)),
+    );
+    match f.decide(&CallKey::of_bytes(b"x")).unwrap() {
+        Decision::Replay { source, .. } => assert_eq!(source, Source::Mock),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn settings_and_outcomes_survive_a_reopen() {
+    let dir = temp_data_dir();
+    let key = CallKey::of_bytes(b"a");
+    let id = {
+        let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        let f = function(&engine);
+        let outcome = f
+            .record(Some(key), NewOutcome::returned(json!("kept")))
+            .outcome_id;
+        f.set_mode(Mode::Mock);
+        f.set_latency(300);
+        f.set_mock_entries(vec![MockEntry {
+            outcome_id: outcome,
+            weight: 2.0,
+            enabled: true,
+            ignore_args: true,
+        }])
+        .unwrap();
+        f.id()
+    };
+    let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+    let f = engine.function(&id).unwrap();
+    let snapshot = f.snapshot();
+    assert_eq!(
+        (
+            snapshot.mode,
+            snapshot.latency_ms,
+            snapshot.mock_entries.len()
+        ),
+        (Mode::Mock, 300, 1)
+    );
+    assert_eq!(replayed_value(f.decide(&key).unwrap()), json!("kept"));
+}
+
+#[test]
+fn mock_entries_must_name_outcomes_and_carry_valid_weights() {
+    let (_dir, engine) = engine();
+    let f = function(&engine);
+    let id = f.record(None, NewOutcome::returned(json!(1))).outcome_id;
+    let bad = MockEntry {
+        outcome_id: id,
+        weight: -1.0,
+        enabled: true,
+        ignore_args: true,
+    };
+    let err = f.set_mock_entries(vec![bad]).unwrap_err();
+    assert!(err.to_string().contains("entries[0].weight"), "{err}");
+    assert!(f.snapshot().mock_entries.is_empty());
+}
