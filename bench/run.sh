@@ -1,0 +1,553 @@
+#!/usr/bin/env bash
+# cacheow benchmark (issue 2, item 8; DESIGN §8). Not a test: it measures and
+# reports, side by side in one run, cacheow against nginx doing the same job:
+#
+#   pass-through  cacheow in default mode (recording) behind a reverse listener
+#                 vs nginx proxy_pass with upstream keep-alive, both in front of
+#                 the same upstream (an nginx serving the route files);
+#   replay        cacheow in cache mode (reverse listener and forward proxy,
+#                 upstream stopped) vs nginx serving the same bytes from files.
+#
+# Every server under test is pinned to one core (BENCH_SERVER_CPU, default 0);
+# wrk runs on the other (BENCH_CLIENT_CPU, default 1), and so does the upstream
+# during the pass-through rows, so it never takes the server's core. Only
+# 127.0.0.1 is used; every process started here is stopped on exit.
+#
+# Usage: bench/run.sh [--reference-only] [--help]
+#   --reference-only   run only the nginx rows (no cacheow build or rows)
+# Environment (defaults in brackets):
+#   CACHEOW_BIN        use this binary instead of building
+#                      `cargo build --release -p cacheow-proxy`
+#   BENCH_SECONDS [10] measured seconds per row   BENCH_WARMUP [2] unmeasured
+#   BENCH_ROUNDS [1]   rounds; the table shows the median of each figure
+#   BENCH_CONNECTIONS [64]  BENCH_THREADS [1] (wrk threads, all on one core)
+#   BENCH_ROUTE_COUNT [10]  BENCH_BODY_BYTES [1024]
+#   BENCH_PORT_BASE [39100] five ports from here on
+#   BENCH_SERVER_CPU [0]    BENCH_CLIENT_CPU [1]
+#   BENCH_OUT [bench/out]   where results.md goes
+#   BENCH_KEEP              keep the run directory (logs, configs, data dir)
+#   RUST_LOG [warn]         cacheow's log filter (nginx runs with access_log off)
+# Results: printed, and written as markdown to $BENCH_OUT/results.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+
+SECONDS_PER_ROW=${BENCH_SECONDS:-10}
+WARMUP=${BENCH_WARMUP:-2}
+ROUNDS=${BENCH_ROUNDS:-1}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+THREADS=${BENCH_THREADS:-1}
+ROUTE_COUNT=${BENCH_ROUTE_COUNT:-10}
+BODY_BYTES=${BENCH_BODY_BYTES:-1024}
+PORT_BASE=${BENCH_PORT_BASE:-39100}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+OUT_DIR=${BENCH_OUT:-$ROOT/bench/out}
+export RUST_LOG=${RUST_LOG:-warn}
+
+# Targets from issue 2: cacheow / nginx ratios per group. The first row
+# measured in a group is that group's reference.
+MIN_RPS_REPLAY=0.95
+MAX_P99_REPLAY=1.5
+MIN_RPS_PASS=1.0
+
+P_UPSTREAM=$PORT_BASE
+P_STATIC=$((PORT_BASE + 1))
+P_PROXY=$((PORT_BASE + 2))
+P_MAIN=$((PORT_BASE + 3))
+P_REVERSE=$((PORT_BASE + 4))
+UPSTREAM="http://127.0.0.1:$P_UPSTREAM"
+
+WITH_CACHEOW=true
+WORK=""
+ROUND=0
+declare -A PID_OF=()
+
+say() { printf 'bench: %s\n' "$*"; }
+fail() {
+    printf 'bench: error: %s\n' "$*" >&2
+    exit 1
+}
+
+case "${1:-}" in
+    "") ;;
+    --reference-only) WITH_CACHEOW=false ;;
+    -h | --help)
+        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *) fail "unknown argument '$1' (try --help)" ;;
+esac
+
+# === processes ===
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+    local stat
+    read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
+# start_bg NAME CPU COMMAND...: run COMMAND pinned to CPU, output to NAME.out.
+start_bg() {
+    local name=$1 cpu=$2
+    shift 2
+    taskset -c "$cpu" "$@" </dev/null >"$WORK/$name.out" 2>&1 &
+    PID_OF[$name]=$!
+}
+
+# stop NAME: TERM, up to 5 s to exit, then KILL (with its children).
+stop() {
+    local name=$1 pid=${PID_OF[$1]:-} children i
+    [[ -n $pid ]] || return 0
+    unset 'PID_OF[$name]'
+    children=$(pgrep -P "$pid" || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086 # word splitting of the pid list is intended
+    kill -KILL "$pid" $children 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? name
+    for name in "${!PID_OF[@]}"; do
+        stop "$name"
+    done
+    [[ -n $WORK ]] || return 0
+    if ((rc == 0)) && [[ -z ${BENCH_KEEP:-} ]]; then
+        rm -rf "$WORK"
+    else
+        printf 'bench: run directory kept: %s\n' "$WORK" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# died NAME: fail with the tail of NAME's output.
+died() {
+    fail "$1 exited early; last lines of $WORK/$1.out:
+$(tail -n 20 "$WORK/$1.out" 2>/dev/null)"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_port PORT NAME: bounded wait (10 s) for NAME to accept on PORT.
+wait_port() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        port_open "$1" && return 0
+        alive "${PID_OF[$2]}" || died "$2"
+        sleep 0.05
+    done
+    fail "$2 does not accept connections on 127.0.0.1:$1 after 10 s"
+}
+
+# wait_line NAME TEXT: bounded wait (20 s) for TEXT in NAME's output.
+wait_line() {
+    local i
+    for ((i = 0; i < 400; i++)); do
+        grep -qF -- "$2" "$WORK/$1.out" && return 0
+        alive "${PID_OF[$1]}" || died "$1"
+        sleep 0.05
+    done
+    fail "$1 did not print '$2' within 20 s; see $WORK/$1.out"
+}
+
+# === set-up ===
+
+ensure_tools() {
+    local -A package_of=([wrk]=wrk [nginx]=nginx [jq]=jq [curl]=curl
+        [taskset]=util-linux [pgrep]=procps)
+    local tool missing=()
+    for tool in "${!package_of[@]}"; do
+        command -v "$tool" >/dev/null || missing+=("${package_of[$tool]}")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    ((EUID == 0)) || fail "missing packages: ${missing[*]} (install them, or run as root)"
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+check_cpus() {
+    [[ $SERVER_CPU != "$CLIENT_CPU" ]] || fail "BENCH_SERVER_CPU and BENCH_CLIENT_CPU must differ"
+    taskset -c "$SERVER_CPU" true 2>/dev/null || fail "cannot pin to CPU $SERVER_CPU"
+    taskset -c "$CLIENT_CPU" true 2>/dev/null || fail "cannot pin to CPU $CLIENT_CPU"
+}
+
+check_ports() {
+    local port
+    for port in "$P_UPSTREAM" "$P_STATIC" "$P_PROXY" "$P_MAIN" "$P_REVERSE"; do
+        ! port_open "$port" || fail "127.0.0.1:$port is in use; set BENCH_PORT_BASE"
+    done
+}
+
+build_cacheow() {
+    if [[ -n ${CACHEOW_BIN:-} ]]; then
+        BIN=$CACHEOW_BIN
+    else
+        say "building: cargo build --release -p cacheow-proxy"
+        (cd "$ROOT" && cargo build --release -p cacheow-proxy)
+        BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/cacheow
+    fi
+    [[ -x $BIN ]] || fail "no cacheow binary at $BIN"
+}
+
+# make_body INDEX: a compact JSON document of exactly BODY_BYTES bytes.
+make_body() {
+    local i=$1 k json pad
+    json=$(printf '{"route":"/bench/route-%02d","index":%d,"items":[' "$i" "$i")
+    for ((k = 1; k <= 6; k++)); do
+        if ((k > 1)); then json+=","; fi
+        json+=$(printf '{"id":%d,"sku":"R%02d-%04d","name":"item %d of route %d","price":%d.%02d,"in_stock":%s}' \
+            "$((i * 100 + k))" "$i" "$k" "$k" "$i" "$((k * 3 + i))" "$((k * 7 % 100))" \
+            "$([[ $((k % 3)) == 0 ]] && echo false || echo true)")
+    done
+    json+='],"padding":"'
+    pad=$((BODY_BYTES - ${#json} - 2))
+    ((pad >= 0)) || fail "BENCH_BODY_BYTES=$BODY_BYTES is smaller than the JSON skeleton"
+    printf '%s%s"}' "$json" "$(head -c "$pad" /dev/zero | tr '\0' x)"
+}
+
+make_routes() {
+    local i path
+    DOCROOT=$WORK/docroot
+    mkdir -p "$DOCROOT/bench"
+    ROUTE_PATHS=""
+    for ((i = 0; i < ROUTE_COUNT; i++)); do
+        path=$(printf '/bench/route-%02d' "$i")
+        make_body "$i" >"$DOCROOT$path"
+        [[ $(wc -c <"$DOCROOT$path") == "$BODY_BYTES" ]] || fail "$path is not $BODY_BYTES bytes"
+        jq -e . "$DOCROOT$path" >/dev/null || fail "$path is not valid JSON"
+        ROUTE_PATHS+="$path "
+    done
+    chmod -R a+rX "$WORK"
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replace each @KEY@, drop comment lines,
+# and refuse to leave a placeholder unreplaced.
+render() {
+    local template=$1 out=$2 pair
+    local -a args=(-e '/^[[:space:]]*#/d')
+    shift 2
+    for pair in "$@"; do
+        args+=(-e "s|@${pair%%=*}@|${pair#*=}|g")
+    done
+    sed "${args[@]}" "$template" >"$out"
+    ! grep -n '@[A-Z_]*@' "$out" || fail "unreplaced placeholder in $out"
+}
+
+# start_nginx NAME CPU SITE_TEMPLATE PORT: a foreground nginx with one worker.
+start_nginx() {
+    local name=$1 cpu=$2 site=$3 port=$4
+    mkdir -p "$WORK/$name-tmp"
+    render "$HERE/$site" "$WORK/$name-site.conf" \
+        PORT="$port" DOCROOT="$DOCROOT" UPSTREAM_PORT="$P_UPSTREAM"
+    render "$HERE/nginx.conf.in" "$WORK/$name.conf" \
+        RUN="$WORK" NAME="$name" SITE="$WORK/$name-site.conf"
+    start_bg "$name" "$cpu" nginx -p "$WORK/" -c "$WORK/$name.conf" -e "$WORK/$name-error.log"
+    wait_port "$port" "$name"
+}
+
+start_cacheow() {
+    start_bg cacheow "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$P_MAIN" \
+        --data-dir "$WORK/data" --reverse "127.0.0.1:$P_REVERSE=$UPSTREAM" --default-mode default
+    wait_line cacheow "listening on http://127.0.0.1:$P_MAIN"
+    wait_line cacheow "reverse http://127.0.0.1:$P_REVERSE -> "
+}
+
+# === cacheow control ===
+
+# api METHOD PATH [JSON]: one control API call on the main listener.
+api() {
+    local -a body=()
+    [[ -z ${3:-} ]] || body=(-H 'content-type: application/json' --data "$3")
+    curl -fsS --noproxy '*' --max-time 10 -X "$1" "${body[@]}" "http://127.0.0.1:$P_MAIN$2"
+}
+
+# set_modes MODE: put every function of the upstream in MODE.
+set_modes() {
+    local mode=$1 ids id n=0
+    ids=$(api GET /api/functions |
+        jq -r --arg host "127.0.0.1:$P_UPSTREAM" '.[] | select(.http.host == $host) | .id')
+    for id in $ids; do
+        api POST "/api/functions/$id/mode" "{\"mode\":\"$mode\"}" | jq -e --arg m "$mode" '.mode == $m' >/dev/null ||
+            fail "could not set function $id to $mode"
+        n=$((n + 1))
+    done
+    [[ $mode == default || $n -gt 0 ]] || fail "no functions recorded for $UPSTREAM"
+    say "set $n functions to $mode"
+}
+
+# check_routes LABEL SOURCE URL_BASE [CURL_ARGS...]: every route answers 200
+# with the exact bytes of its file and, when SOURCE is set, with
+# x-cacheow-source: SOURCE. In default mode this also records (primes) them.
+check_routes() {
+    local label=$1 source=$2 base=$3 path code
+    shift 3
+    for path in $ROUTE_PATHS; do
+        code=$(curl -sS --max-time 5 "$@" -o "$WORK/check.body" -D "$WORK/check.headers" \
+            -w '%{http_code}' "$base$path") || fail "$label $path: request failed"
+        [[ $code == 200 ]] || fail "$label $path: HTTP $code"
+        cmp -s "$WORK/check.body" "$DOCROOT$path" || fail "$label $path: body differs from $DOCROOT$path"
+        [[ -z $source ]] || tr -d '\r' <"$WORK/check.headers" | grep -qix "x-cacheow-source: $source" ||
+            fail "$label $path: expected x-cacheow-source: $source; headers: $(tr -d '\r' <"$WORK/check.headers")"
+    done
+}
+
+check_reverse() { check_routes cacheow-reverse "$1" "http://127.0.0.1:$P_REVERSE" --noproxy '*'; }
+check_forward() { check_routes cacheow-forward "$1" "$UPSTREAM" --noproxy '' -x "http://127.0.0.1:$P_MAIN"; }
+
+# === measuring ===
+
+# proc_ticks PID...: user+system clock ticks of the processes (all threads).
+proc_ticks() {
+    local pid stat total=0
+    local -a f
+    for pid in "$@"; do
+        read -r stat <"/proc/$pid/stat"
+        read -ra f <<<"${stat##*) }"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# core_ticks CPU: "busy total" clock ticks of one core from /proc/stat.
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
+
+# settle: bounded wait (20 s) until the server core is idle, so a row does not
+# start while cacheow's background writer or anything else still works there.
+settle() {
+    local i b0 t0 b1 t1
+    for ((i = 0; i < 40; i++)); do
+        read -r b0 t0 < <(core_ticks "$SERVER_CPU")
+        sleep 0.5
+        read -r b1 t1 < <(core_ticks "$SERVER_CPU")
+        (((b1 - b0) * 100 <= 5 * (t1 - t0))) && return 0
+    done
+    say "warning: core $SERVER_CPU still busy after 20 s; measuring anyway"
+}
+
+# run_wrk SECONDS URL PREFIX HOST: wrk on the client core, bounded by timeout.
+run_wrk() {
+    BENCH_ROUTES=$ROUTE_PATHS BENCH_PREFIX=$3 BENCH_HOST=$4 \
+        timeout "$(($1 + 30))" taskset -c "$CLIENT_CPU" \
+        wrk -t "$THREADS" -c "$CONNECTIONS" -d "${1}s" --latency -s "$HERE/routes.lua" "$2"
+}
+
+# measure GROUP ROW URL PREFIX HOST SERVER: one row. wrk connects to URL and
+# sends PREFIX+path (PREFIX non-empty = absolute-form, for a forward proxy)
+# with Host HOST (empty = URL's). SERVER names the process under test, whose
+# CPU use (with its children) is reported. Adding a row is one call of this.
+measure() {
+    local group=$1 row=$2 url=$3 prefix=$4 host=$5 server=$6
+    local log="$WORK/wrk-$row-$ROUND.log" line pair ns0 ns1 p0 p1 s0 s1 t0 t1 c0 c1 u0 u1 pids
+    local -A r=()
+    settle
+    run_wrk "$WARMUP" "$url" "$prefix" "$host" >"$WORK/wrk-$row-$ROUND-warmup.log"
+    pids="${PID_OF[$server]} $(pgrep -P "${PID_OF[$server]}" | tr "\n" " " || true)"
+    # shellcheck disable=SC2086 # the pid list is meant to split
+    p0=$(proc_ticks $pids)
+    read -r s0 t0 < <(core_ticks "$SERVER_CPU")
+    read -r c0 u0 < <(core_ticks "$CLIENT_CPU")
+    ns0=$(date +%s%N)
+    run_wrk "$SECONDS_PER_ROW" "$url" "$prefix" "$host" >"$log"
+    ns1=$(date +%s%N)
+    # shellcheck disable=SC2086
+    p1=$(proc_ticks $pids)
+    read -r s1 t1 < <(core_ticks "$SERVER_CPU")
+    read -r c1 u1 < <(core_ticks "$CLIENT_CPU")
+    line=$(grep '^bench-result ' "$log") || fail "no result from wrk for $row; see $log"
+    for pair in ${line#bench-result }; do
+        r[${pair%%=*}]=${pair#*=}
+    done
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$row" \
+        "${r[requests]}" "${r[duration_us]}" "${r[p50_us]}" "${r[p99_us]}" \
+        "$((r[socket_errors] + r[status_errors]))" \
+        "$(awk -v d="$((p1 - p0))" -v hz="$CLK_TCK" -v ns="$((ns1 - ns0))" 'BEGIN { printf "%.0f", d / hz / (ns / 1e9) * 100 }')" \
+        "$(((s1 - s0) * 100 / (t1 - t0)))" "$(((c1 - c0) * 100 / (u1 - u0)))" >>"$WORK/rows.tsv"
+    say "round $ROUND $group $row: $(awk -v n="${r[requests]}" -v d="${r[duration_us]}" 'BEGIN { printf "%.0f", n / (d / 1e6) }') req/s, p50 ${r[p50_us]} us, p99 ${r[p99_us]} us, errors $((r[socket_errors] + r[status_errors]))"
+}
+
+# === report ===
+
+facts() {
+    printf 'command: %s\n' "$COMMAND"
+    printf 'date: %s; commit: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+    printf 'machine: %s, %s cores, Linux %s; load average at start %s\n' \
+        "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$(nproc --all)" "$(uname -r)" "$LOAD_AT_START"
+    printf 'tools: %s; %s; %s\n' "$(nginx -v 2>&1)" "$({ wrk -v 2>&1 || true; } | head -n1 | cut -d' ' -f1-2)" \
+        "$($WITH_CACHEOW && "$BIN" --version 2>/dev/null || echo "cacheow not run")"
+    printf 'load: wrk, %s thread(s), %s keep-alive connections, %s s per row after %s s warm-up, %s round(s) (medians shown); %s routes of %s-byte JSON, cycled\n' \
+        "$THREADS" "$CONNECTIONS" "$SECONDS_PER_ROW" "$WARMUP" "$ROUNDS" "$ROUTE_COUNT" "$BODY_BYTES"
+    printf 'pinning: server under test on core %s (alone); wrk on core %s, shared during pass-through rows with the upstream nginx (stopped during replay rows)\n' \
+        "$SERVER_CPU" "$CLIENT_CPU"
+    printf 'setup: nginx 1 worker, access_log off, open_file_cache, keepalive_requests 1000000; cacheow RUST_LOG=%s, fresh data dir\n' "$RUST_LOG"
+    if $WITH_CACHEOW; then
+        printf 'cacheow memory: peak RSS (VmHWM) %s, RSS at end %s; data dir %s after the run\n' \
+            "$CACHEOW_HWM" "$CACHEOW_RSS" "$CACHEOW_DISK"
+    fi
+}
+
+# summarize MD_FILE: print the tables and write them, with the facts, as markdown.
+summarize() {
+    local md=$1
+    {
+        printf '# cacheow benchmark results\n\n'
+        facts | sed 's/^/- /'
+        printf '\n## Rows\n\n'
+    } >"$md"
+    printf '\n'
+    facts | sed 's/^/  /'
+    printf '\n'
+    awk -F'\t' -v md="$md" -v s="$SERVER_CPU" -v c="$CLIENT_CPU" \
+        -v min_replay="$MIN_RPS_REPLAY" -v max_p99_replay="$MAX_P99_REPLAY" -v min_pass="$MIN_RPS_PASS" '
+        function median(name, key, n,   i, j, v, a) {
+            for (i = 1; i <= n; i++) {
+                v = val[name, key, i]
+                for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]
+                a[j + 1] = v
+            }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        # out and cmp print one row to the terminal and to the markdown file;
+        # a row starting with "---" is the markdown header separator only.
+        function out(t1, t2, t3, t4, t5, t6, t7, t8, t9, t10) {
+            if (t1 != "---")
+                printf "%-13s %-17s %9s %8s %8s %8s %8s %7s %7s %6s\n", t1, t2, t3, t4, t5, t6, t7, t8, t9, t10
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", t1, t2, t3, t4, t5, t6, t7, t8, t9, t10 >> md
+        }
+        function cmp(t1, t2, t3, t4, t5, t6, t7) {
+            if (t1 != "---")
+                printf "  %-34s %-8s %-9s %-7s %-9s %-11s %s\n", t1, t2, t3, t4, t5, t6, t7
+            printf "| %s | %s | %s | %s | %s | %s | %s |\n", t1, t2, t3, t4, t5, t6, t7 >> md
+        }
+        function note(text) {
+            print text
+            printf "\n%s\n", text >> md
+        }
+        {
+            key = $1 SUBSEP $2
+            if (!(key in count)) { order[++rows] = key; group[rows] = $1; name[rows] = $2 }
+            if (!($1 in ref)) ref[$1] = key
+            k = ++count[key]
+            val["rps", key, k] = $3 / ($4 / 1e6)
+            val["p50", key, k] = $5 / 1000
+            val["p99", key, k] = $6 / 1000
+            val["srv", key, k] = $8; val["c0", key, k] = $9; val["c1", key, k] = $10
+            val["cost", key, k] = $8 / 100 * $4 / $3
+            errors[key] += $7
+        }
+        END {
+            min_rps["replay"] = min_replay; max_p99["replay"] = max_p99_replay
+            min_rps["pass-through"] = min_pass
+            out("group", "row", "req/s", "p50 ms", "p99 ms", "srv CPU", "CPU us/req", "core " s, "core " c, "errors")
+            out("---", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:")
+            for (i = 1; i <= rows; i++) {
+                key = order[i]
+                rps[key] = median("rps", key, count[key]); p99[key] = median("p99", key, count[key])
+                cost[key] = median("cost", key, count[key])
+                out(group[i], name[i], sprintf("%.0f", rps[key]), sprintf("%.3f", median("p50", key, count[key])),
+                    sprintf("%.3f", p99[key]), sprintf("%.0f%%", median("srv", key, count[key])),
+                    sprintf("%.2f", cost[key]),
+                    sprintf("%.0f%%", median("c0", key, count[key])), sprintf("%.0f%%", median("c1", key, count[key])), errors[key])
+                if (median("c1", key, count[key]) >= 95) saturated = saturated " " name[i]
+                if (median("c0", key, count[key]) - median("srv", key, count[key]) > 5) crowded = crowded " " name[i]
+            }
+            if (saturated != "")
+                note("note: core " c " (load generator) was >= 95% busy for:" saturated \
+                    "; req/s there may be bounded by the client side as much as by the server;" \
+                    " CPU us/req (server CPU time per request) compares the servers regardless")
+            if (crowded != "")
+                note("note: core " s " was > 5 points busier than the server under test for:" crowded \
+                    "; something else ran on the server core, so treat those rows with care")
+            compared = 0
+            for (i = 1; i <= rows; i++) {
+                key = order[i]; g = group[i]; r = ref[g]
+                if (key == r) continue
+                if (!compared++) {
+                    print "\nratios (row / reference of its group) and targets from issue 2:"
+                    printf "\n## Ratios (row / reference of its group), targets from issue 2\n\n" >> md
+                    cmp("comparison", "req/s", "target", "p99", "target", "CPU us/req", "verdict")
+                    cmp("---", "--:", "---", "--:", "---", "--:", "---")
+                }
+                ratio = rps[key] / rps[r]; p99r = p99[key] / p99[r]
+                verdict = ""
+                if (errors[key] + errors[r] > 0) verdict = "INVALID: errors during the run"
+                else {
+                    if (g in min_rps && ratio < min_rps[g])
+                        verdict = sprintf("MISSED req/s by %.1f%%", (min_rps[g] - ratio) / min_rps[g] * 100)
+                    if (g in max_p99 && p99r > max_p99[g])
+                        verdict = verdict (verdict == "" ? "" : "; ") sprintf("MISSED p99 by %.1f%%", (p99r - max_p99[g]) / max_p99[g] * 100)
+                    if (verdict == "") verdict = "met"
+                }
+                split(r, rn, SUBSEP)
+                cmp(name[i] " / " rn[2], sprintf("%.3fx", ratio), (g in min_rps) ? sprintf(">= %.2fx", min_rps[g]) : "-",
+                    sprintf("%.2fx", p99r), (g in max_p99) ? sprintf("<= %.2fx", max_p99[g]) : "-",
+                    sprintf("%.2fx", cost[key] / cost[r]), verdict)
+            }
+            if (!compared) note("no rows to compare with a reference")
+        }' "$WORK/rows.tsv"
+    printf '\nresults written to %s\n' "$md"
+}
+
+# === main ===
+
+COMMAND="$(env | { grep -E '^(BENCH_[A-Z_]+|CACHEOW_BIN)=' || true; } | sort | tr '\n' ' ')bench/run.sh${1:+ $1}"
+LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
+CLK_TCK=$(getconf CLK_TCK)
+ensure_tools
+check_cpus
+check_ports
+if $WITH_CACHEOW; then build_cacheow; fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cacheow-bench.XXXXXX")
+make_routes
+say "run directory $WORK; $ROUTE_COUNT routes of $BODY_BYTES bytes"
+
+start_nginx nginx-static "$SERVER_CPU" site-static.conf.in "$P_STATIC"
+start_nginx nginx-proxy "$SERVER_CPU" site-proxy.conf.in "$P_PROXY"
+check_routes nginx-static "" "http://127.0.0.1:$P_STATIC" --noproxy '*'
+if $WITH_CACHEOW; then start_cacheow; fi
+
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    # (b) recording pass-through; the upstream shares the client core.
+    start_nginx upstream "$CLIENT_CPU" site-static.conf.in "$P_UPSTREAM"
+    check_routes nginx-proxy_pass "" "http://127.0.0.1:$P_PROXY" --noproxy '*'
+    measure pass-through nginx-proxy_pass "http://127.0.0.1:$P_PROXY" "" "" nginx-proxy
+    if $WITH_CACHEOW; then
+        set_modes default
+        check_reverse upstream # records every route (primes the store) ...
+        check_forward upstream # ... through both listeners
+        measure pass-through cacheow-default "http://127.0.0.1:$P_REVERSE" "" "" cacheow
+    fi
+    # (a) replay, with the upstream stopped so nothing can reach it.
+    stop upstream
+    if $WITH_CACHEOW; then
+        set_modes cache
+        check_reverse cache
+        check_forward cache
+    fi
+    measure replay nginx-static "http://127.0.0.1:$P_STATIC" "" "" nginx-static
+    if $WITH_CACHEOW; then
+        measure replay cacheow-reverse "http://127.0.0.1:$P_REVERSE" "" "" cacheow
+        measure replay cacheow-forward "http://127.0.0.1:$P_MAIN" "$UPSTREAM" "127.0.0.1:$P_UPSTREAM" cacheow
+    fi
+done
+
+if $WITH_CACHEOW; then
+    CACHEOW_HWM=$(awk '/^VmHWM:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${PID_OF[cacheow]}/status")
+    CACHEOW_RSS=$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${PID_OF[cacheow]}/status")
+    CACHEOW_DISK=$({ du -sh "$WORK/data" 2>/dev/null || echo missing; } | cut -f1)
+fi
+mkdir -p "$OUT_DIR"
+summarize "$OUT_DIR/results.md"
