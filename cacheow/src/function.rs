@@ -308,7 +308,7 @@ impl FunctionHandle {
     /// Every stored outcome, newest first.
     pub fn outcomes(&self) -> Vec<Arc<StoredOutcome>> {
         let mut all: Vec<_> = read(&self.state.outcomes).all().cloned().collect();
-        all.sort_by(|a, b| b.outcome().last_seen_at.cmp(&a.outcome().last_seen_at));
+        all.sort_by_key(|o| std::cmp::Reverse(o.outcome().last_seen_at));
         all
     }
 

@@ -25,7 +25,8 @@ type FailureHook = Box<dyn Fn(FunctionId, &WriteError) + Send>;
 const MAX_BATCH: usize = 1024;
 
 enum Command {
-    Write(Write, Option<Ack>),
+    // Internal: boxed so the small commands do not pay for the largest.
+    Write(Box<Write>, Option<Ack>),
     Rebuild(Option<FunctionId>, RebuildAck),
     Flush(mpsc::SyncSender<()>),
 }
@@ -79,12 +80,14 @@ impl Writer {
 
     /// Queues a write; failures go to the `on_failure` hook.
     pub fn submit(&self, write: Write) {
-        self.send(Command::Write(write, None));
+        self.send(Command::Write(Box::new(write), None));
     }
 
     /// Queues a write and calls `ack` once it is durable (or failed).
     pub fn submit_with_ack(&self, write: Write, ack: Ack) {
-        if let Some(Command::Write(_, Some(ack))) = self.send(Command::Write(write, Some(ack))) {
+        if let Some(Command::Write(_, Some(ack))) =
+            self.send(Command::Write(Box::new(write), Some(ack)))
+        {
             ack(Err(WriteError::WriterGone));
         }
     }
@@ -150,12 +153,12 @@ fn run(store: &Store, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook, st
             }
             Command::Rebuild(only, ack) => ack(store.rebuild_index(only)),
             Command::Write(write, ack) => {
-                let mut writes = vec![write];
+                let mut writes = vec![*write];
                 let mut acks: Vec<Ack> = ack.into_iter().collect();
                 while writes.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Command::Write(write, ack)) => {
-                            writes.push(write);
+                            writes.push(*write);
                             acks.extend(ack);
                         }
                         Ok(other) => {

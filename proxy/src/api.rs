@@ -1,0 +1,602 @@
+//! The control API (docs/API.md): guards, routing, and handlers that only
+//! call the engine.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cacheow::{
+    CallKey, EngineError, FunctionHandle, FunctionId, FunctionKind, MockEntry, Mode, NewOutcome,
+    OutcomeId, OutcomeType, StoredOutcome,
+};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+
+use crate::body::ProxyBody;
+use crate::error::{ErrorKind, json_response};
+use crate::outcome_http::{body_from_json, headers_from_json, headers_to_json, response_parts};
+use crate::server::AppState;
+
+/// Largest API request body accepted.
+const MAX_API_BODY: usize = 32 * 1024 * 1024;
+
+/// An API error as the client sees it.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    field: Option<String>,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    fn field(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        let mut error =
+            json!({"status": self.status.as_u16(), "code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = field.into();
+        }
+        json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match &e {
+            EngineError::UnknownFunction(_) | EngineError::UnknownOutcome { .. } => {
+                ApiError::not_found(e.to_string())
+            }
+            EngineError::Invalid { field, message } => {
+                ApiError::field("invalid_field", field.clone(), message.clone())
+            }
+            _ => {
+                tracing::error!(error = %e, "API call failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response<ProxyBody>, ApiError>;
+
+/// Serves one origin-form request on the main listener.
+pub(crate) async fn handle(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if let Err(e) = guard(&state, &request) {
+        return e.into_response();
+    }
+    match route(state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// DNS-rebinding, cross-origin and token checks.
+fn guard(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !state.is_own_authority(host) {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            format!(
+                "Host `{host}` does not name this cacheow; use http://{}",
+                state.config.listen
+            ),
+        ));
+    }
+    let changes_state = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if changes_state && let Some(origin) = request.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin.strip_prefix("http://").unwrap_or("");
+        if !state.is_own_authority(authority) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("cross-origin request from `{origin}` refused"),
+            ));
+        }
+    }
+    if let Some(token) = &state.config.token
+        && request.uri().path().starts_with("/api/")
+    {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this cacheow requires `authorization: Bearer <token>` (the --token it was started with)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, [""]) => Ok(json_response(StatusCode::OK, &index())),
+        (Method::GET, ["api", "info"]) => Ok(ok_json(&info(&state))),
+        (Method::GET, ["api", "functions"]) => {
+            let list: Vec<Value> = state.engine.functions().iter().map(summary).collect();
+            Ok(ok_json(&Value::Array(list)))
+        }
+        (_, ["api", "functions", id, rest @ ..]) => {
+            let function = state.engine.require(&parse_function_id(id)?)?;
+            match (method, rest) {
+                (Method::GET, []) => Ok(ok_json(&detail(&function))),
+                (Method::POST, ["mode"]) => set_mode(&function, request).await,
+                (Method::POST, ["latency"]) => set_latency(&function, request).await,
+                (Method::POST, ["mock-outcomes"]) => set_mock_entries(&function, request).await,
+                (Method::POST, ["outcomes", "manual"]) => add_manual(&function, request).await,
+                (Method::GET, ["outcomes", outcome]) => {
+                    let outcome = find_outcome(&function, outcome)?;
+                    Ok(ok_json(
+                        &serde_json::to_value(outcome.outcome()).expect("outcomes serialise"),
+                    ))
+                }
+                (Method::DELETE, ["outcomes", outcome]) => {
+                    let id = parse_outcome_id(outcome)?;
+                    function.delete_outcome(&id)?;
+                    Ok(ok_json(&json!({"status": "ok"})))
+                }
+                (Method::POST, ["rebuild-index"]) => {
+                    let report = state.engine.rebuild_index(Some(function.id())).await?;
+                    Ok(ok_json(
+                        &json!({"indexed": report.indexed, "failures": report.failures}),
+                    ))
+                }
+                (
+                    _,
+                    ["mode" | "latency" | "mock-outcomes" | "rebuild-index"]
+                    | ["outcomes", "manual"],
+                )
+                | (_, ["outcomes", _])
+                | (_, []) => Err(method_not_allowed(&path)),
+                _ => Err(ApiError::not_found(format!(
+                    "no API endpoint at {path}; see GET / for the list"
+                ))),
+            }
+        }
+        (_, ["api", "info" | "functions"]) | (_, [""]) => Err(method_not_allowed(&path)),
+        _ => Err(ApiError::not_found(format!(
+            "no API endpoint at {path}; see GET / for the list"
+        ))),
+    }
+}
+
+fn method_not_allowed(path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{path} does not take that method; see GET / for the list"),
+    )
+}
+
+fn ok_json(value: &Value) -> Response<ProxyBody> {
+    json_response(StatusCode::OK, value)
+}
+
+fn index() -> Value {
+    json!({
+        "name": "cacheow",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": [
+            "GET /api/info",
+            "GET /api/functions",
+            "GET /api/functions/{id}",
+            "POST /api/functions/{id}/mode",
+            "POST /api/functions/{id}/latency",
+            "POST /api/functions/{id}/mock-outcomes",
+            "POST /api/functions/{id}/outcomes/manual",
+            "GET /api/functions/{id}/outcomes/{outcome_id}",
+            "DELETE /api/functions/{id}/outcomes/{outcome_id}",
+            "POST /api/functions/{id}/rebuild-index",
+        ],
+    })
+}
+
+fn info(state: &AppState) -> Value {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": state.config.listen.to_string(),
+        "data_dir": state.engine.data_dir(),
+        "proxy_url": format!("http://{}", state.config.listen),
+        "durable": state.config.durable,
+        "max_body_bytes": state.config.max_body_bytes,
+    })
+}
+
+// === reading ===
+
+fn parse_function_id(text: &str) -> Result<FunctionId, ApiError> {
+    text.parse()
+        .map_err(|e: cacheow::IdError| ApiError::field("invalid_id", "id", e.to_string()))
+}
+
+fn parse_outcome_id(text: &str) -> Result<OutcomeId, ApiError> {
+    text.parse()
+        .map_err(|e: cacheow::IdError| ApiError::field("invalid_id", "outcome_id", e.to_string()))
+}
+
+fn find_outcome(function: &FunctionHandle, text: &str) -> Result<Arc<StoredOutcome>, ApiError> {
+    let id = parse_outcome_id(text)?;
+    function.outcome(&id).ok_or_else(|| {
+        ApiError::not_found(format!("function {} has no outcome {id}", function.id()))
+    })
+}
+
+/// `METHOD scheme://host/route` split into its parts.
+fn http_identity(name: &str) -> Value {
+    let Some((method, url)) = name.split_once(' ') else {
+        return Value::Null;
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Value::Null;
+    };
+    let (host, route) = rest
+        .find('/')
+        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    json!({"method": method, "scheme": scheme, "host": host, "route": route})
+}
+
+fn summary(function: &FunctionHandle) -> Value {
+    let snapshot = function.snapshot();
+    let stats = function.stats();
+    let mut stats_json = serde_json::to_value(&stats).expect("stats serialise");
+    stats_json["average_duration_ms"] = json!(stats.average_duration_ms());
+    json!({
+        "id": snapshot.id,
+        "name": snapshot.name,
+        "kind": snapshot.kind,
+        "mode": snapshot.mode,
+        "latency_ms": snapshot.latency_ms,
+        "http": if snapshot.kind == FunctionKind::Http { http_identity(&snapshot.name) } else { Value::Null },
+        "outcome_count": function.outcome_count(),
+        "stats": stats_json,
+    })
+}
+
+fn detail(function: &FunctionHandle) -> Value {
+    let snapshot = function.snapshot();
+    let mut value = summary(function);
+    value["config"] = Value::Object(snapshot.config);
+    value["outcomes"] = function
+        .outcomes()
+        .iter()
+        .map(|o| outcome_summary(o))
+        .collect();
+    value["mock_outcomes"] =
+        serde_json::to_value(&snapshot.mock_entries).expect("entries serialise");
+    value["recent_calls"] = serde_json::to_value(function.recent_calls()).expect("calls serialise");
+    value
+}
+
+fn outcome_summary(stored: &StoredOutcome) -> Value {
+    let o = stored.outcome();
+    let (status, preview, size) = match o.outcome_type {
+        OutcomeType::Exception => (
+            Value::Null,
+            o.exception_message.clone().unwrap_or_default(),
+            0,
+        ),
+        _ => match o.value.get("status") {
+            Some(status) => {
+                let body =
+                    body_from_json(o.value.get("body").unwrap_or(&Value::Null)).unwrap_or_default();
+                (
+                    status.clone(),
+                    String::from_utf8_lossy(&body[..body.len().min(600)]).into_owned(),
+                    body.len(),
+                )
+            }
+            None => {
+                let text = o.value.to_string();
+                let size = text.len();
+                (Value::Null, text, size)
+            }
+        },
+    };
+    json!({
+        "id": o.id,
+        "call_key": o.call_key,
+        "outcome_type": o.outcome_type,
+        "count": o.count,
+        "is_manual": o.is_manual,
+        "is_mock_only": o.is_mock_only,
+        "created_at": o.created_at,
+        "last_seen_at": o.last_seen_at,
+        "status": status,
+        "exception_type": o.exception_type,
+        "preview": preview.chars().take(200).collect::<String>(),
+        "size": size,
+    })
+}
+
+// === changing ===
+
+async fn read_json(request: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+    let bytes: Bytes = Limited::new(request.into_body(), MAX_API_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("cannot read the body: {e}"),
+            )
+        })?
+        .to_bytes();
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn required<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
+    body.get(field)
+        .ok_or_else(|| ApiError::field("missing_field", field, format!("`{field}` is required")))
+}
+
+fn optional_bool(
+    body: &Map<String, Value>,
+    field: &str,
+    default: bool,
+    path: &str,
+) -> Result<bool, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ApiError::field(
+            "invalid_field",
+            path,
+            format!("`{path}` must be true or false, got {other}"),
+        )),
+    }
+}
+
+async fn set_mode(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
+    let body = read_json(request).await?;
+    let mode: Mode = match required(&body, "mode")? {
+        Value::String(text) => text.parse().map_err(|e: cacheow::ParseModeError| {
+            ApiError::field("invalid_field", "mode", e.to_string())
+        })?,
+        other => {
+            return Err(ApiError::field(
+                "invalid_field",
+                "mode",
+                format!("`mode` must be a string, got {other}"),
+            ));
+        }
+    };
+    function.set_mode(mode);
+    Ok(ok_json(&json!({"status": "ok", "mode": mode})))
+}
+
+async fn set_latency(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
+    let body = read_json(request).await?;
+    let value = required(&body, "latency_ms")?;
+    let latency = value
+        .as_u64()
+        .filter(|ms| *ms <= 3_600_000)
+        .ok_or_else(|| {
+            ApiError::field(
+                "invalid_field",
+                "latency_ms",
+                format!("`latency_ms` must be a whole number from 0 to 3600000, got {value}"),
+            )
+        })?;
+    function.set_latency(latency);
+    Ok(ok_json(&json!({"status": "ok", "latency_ms": latency})))
+}
+
+async fn set_mock_entries(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
+    let body = read_json(request).await?;
+    let Value::Array(items) = required(&body, "entries")? else {
+        return Err(ApiError::field(
+            "invalid_field",
+            "entries",
+            "`entries` must be a list",
+        ));
+    };
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = |field: &str| format!("entries[{i}].{field}");
+        let Value::Object(item) = item else {
+            return Err(ApiError::field(
+                "invalid_field",
+                format!("entries[{i}]"),
+                "each entry must be an object",
+            ));
+        };
+        let outcome_id = match item.get("outcome_id") {
+            Some(Value::String(text)) => text.parse().map_err(|e: cacheow::IdError| {
+                ApiError::field("invalid_id", at("outcome_id"), e.to_string())
+            })?,
+            _ => {
+                return Err(ApiError::field(
+                    "missing_field",
+                    at("outcome_id"),
+                    format!("`{}` is required", at("outcome_id")),
+                ));
+            }
+        };
+        let weight = match item.get("weight") {
+            None => 1.0,
+            Some(w) => w
+                .as_f64()
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "invalid_field",
+                        at("weight"),
+                        format!("`{}` must be a number ≥ 0, got {w}", at("weight")),
+                    )
+                })?,
+        };
+        entries.push(MockEntry {
+            outcome_id,
+            weight,
+            enabled: optional_bool(item, "enabled", true, &at("enabled"))?,
+            ignore_args: optional_bool(item, "ignore_args", true, &at("ignore_args"))?,
+        });
+    }
+    function.set_mock_entries(entries)?;
+    Ok(ok_json(&json!({"status": "ok"})))
+}
+
+async fn add_manual(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
+    let body = read_json(request).await?;
+    let is_http = function.snapshot().kind == FunctionKind::Http;
+    let call_key: Option<CallKey> = match body.get("call_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.parse().map_err(|e: cacheow::IdError| {
+            ApiError::field("invalid_field", "call_key", e.to_string())
+        })?),
+        Some(other) => {
+            return Err(ApiError::field(
+                "invalid_field",
+                "call_key",
+                format!("`call_key` must be a string, got {other}"),
+            ));
+        }
+    };
+    let mut outcome = match required(&body, "outcome_type")?.as_str() {
+        Some("return") => {
+            let value = required(&body, "value")?;
+            NewOutcome::returned(if is_http {
+                http_value(value)?
+            } else {
+                value.clone()
+            })
+        }
+        Some("exception") => {
+            let kind = match required(&body, "exception_type")? {
+                Value::String(kind) => kind.clone(),
+                other => {
+                    return Err(ApiError::field(
+                        "invalid_field",
+                        "exception_type",
+                        format!("`exception_type` must be a string, got {other}"),
+                    ));
+                }
+            };
+            if is_http {
+                kind.parse::<ErrorKind>()
+                    .map_err(|e| ApiError::field("invalid_field", "exception_type", e))?;
+            }
+            let message = match body.get("exception_message") {
+                None | Some(Value::Null) => format!("manual {kind} outcome"),
+                Some(Value::String(m)) => m.clone(),
+                Some(other) => {
+                    return Err(ApiError::field(
+                        "invalid_field",
+                        "exception_message",
+                        format!("`exception_message` must be a string, got {other}"),
+                    ));
+                }
+            };
+            let mut outcome = NewOutcome::exception(kind, message);
+            if let Some(ms) = body.get("duration_ms") {
+                outcome.duration_ms = ms.as_f64().filter(|ms| *ms >= 0.0).ok_or_else(|| {
+                    ApiError::field(
+                        "invalid_field",
+                        "duration_ms",
+                        "`duration_ms` must be a number ≥ 0",
+                    )
+                })?;
+            }
+            outcome
+        }
+        _ => {
+            return Err(ApiError::field(
+                "invalid_field",
+                "outcome_type",
+                "`outcome_type` must be \"return\" or \"exception\"",
+            ));
+        }
+    };
+    outcome.is_mock_only = optional_bool(&body, "is_mock_only", false, "is_mock_only")?;
+    let recording = function.add_manual(call_key, outcome);
+    let outcome_id = recording.outcome_id;
+    if let Err(e) = recording.persisted().await {
+        tracing::error!(function = %function.id(), error = %e, "manual outcome kept in memory but not persisted");
+    }
+    Ok(ok_json(&json!({"status": "ok", "outcome_id": outcome_id})))
+}
+
+/// Validates and normalises `{"status", "headers", "body"}` for an HTTP
+/// function: headers become `[[name, value], …]`.
+fn http_value(value: &Value) -> Result<Value, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::field(
+            "invalid_field",
+            "value",
+            "`value` must be an object like {\"status\": 200, \"headers\": {}, \"body\": …}",
+        ));
+    }
+    response_parts(value).map_err(|reason| {
+        let field = if reason.contains("status") {
+            "value.status"
+        } else if reason.contains("header") {
+            "value.headers"
+        } else {
+            "value.body"
+        };
+        ApiError::field("invalid_field", field, reason)
+    })?;
+    let headers = headers_from_json(value.get("headers").unwrap_or(&Value::Null))
+        .map_err(|reason| ApiError::field("invalid_field", "value.headers", reason))?;
+    Ok(json!({
+        "status": value["status"],
+        "headers": headers_to_json(&headers, &[]),
+        "body": value.get("body").cloned().unwrap_or(Value::Null),
+    }))
+}

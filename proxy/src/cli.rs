@@ -1,0 +1,75 @@
+//! Command-line flags: raw values only, validated later by `Config`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// cacheow: record, replay and mock expensive upstream calls.
+///
+/// Point HTTP_PROXY at it (or use --reverse), and every upstream route
+/// becomes a function with a mode: default (call and record), cache (replay
+/// on matching call, else call and record) or mock (never call upstream).
+#[derive(Debug, Parser)]
+#[command(name = "cacheow", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, usable without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy, the control API and the panel (the default).
+    Serve(ServeArgs),
+    /// Rebuild the index from the JSON files of a data dir (cacheow must not
+    /// be running on it).
+    RebuildIndex(DataDirArgs),
+}
+
+/// The data dir flag alone.
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Where functions and outcomes are stored.
+    #[arg(long, env = "CACHEOW_DATA_DIR", default_value = ".cacheow")]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the proxy, API and panel [default: CACHEOW_SERVER_HOST:CACHEOW_SERVER_PORT, else 127.0.0.1:8765].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Where functions and outcomes are stored.
+    #[arg(long, env = "CACHEOW_DATA_DIR", default_value = ".cacheow")]
+    pub data_dir: PathBuf,
+    /// Open a reverse-proxy listener for one upstream, e.g.
+    /// 127.0.0.1:9000=https://api.example.com (repeatable).
+    #[arg(long, value_name = "LISTEN=URL")]
+    pub reverse: Vec<String>,
+    /// Mode of functions seen for the first time: default, cache or mock.
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub default_mode: String,
+    /// Commit every recorded outcome to disk before replying.
+    #[arg(long)]
+    pub durable: bool,
+    /// Config file with route patterns and call-key rules [default: ./cacheow.toml when present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Responses larger than this pass through unrecorded.
+    #[arg(long, env = "CACHEOW_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Seconds to wait for an upstream's response headers before a `timeout` outcome.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub upstream_timeout: f64,
+    /// Seconds to wait for an upstream TCP connection before a `connect_timeout` outcome.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Token the control API requires (mandatory when listening off loopback).
+    #[arg(long, env = "CACHEOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}

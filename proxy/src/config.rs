@@ -1,0 +1,330 @@
+//! Validated configuration, built from the flags, the environment and the
+//! config file before any port is bound.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cacheow::Mode;
+use serde::Deserialize;
+
+use crate::call_key::KeyRules;
+use crate::cli::ServeArgs;
+use crate::route::{RoutePattern, RouteRule, RouteTable};
+
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 8765;
+const DEFAULT_CONFIG_FILE: &str = "cacheow.toml";
+
+/// A configuration problem, worded for the person who wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// Where a reverse listener sends requests.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub(crate) scheme: String,
+    /// `host[:port]`, lowercase.
+    pub(crate) authority: String,
+    /// Path prefix without a trailing slash ("" for none).
+    pub(crate) base_path: String,
+}
+
+impl Upstream {
+    fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| format!("`{url}` has no scheme; write http://… or https://…"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("`{url}`: scheme must be http or https"));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{url}` has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("`{url}`: an upstream URL cannot carry a query"));
+        }
+        Ok(Self {
+            scheme: scheme.to_owned(),
+            authority: authority.as_str().to_ascii_lowercase(),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The URL as given (normalised).
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// One `--reverse LISTEN=URL`.
+#[derive(Debug, Clone)]
+pub struct Reverse {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where to send.
+    pub upstream: Upstream,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Main listener: proxy, API, panel.
+    pub listen: SocketAddr,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Reverse listeners.
+    pub reverse: Vec<Reverse>,
+    /// Mode of new functions.
+    pub default_mode: Mode,
+    /// Commit before replying.
+    pub durable: bool,
+    pub(crate) routes: Arc<RouteTable>,
+    pub(crate) redact_headers: Arc<Vec<String>>,
+    /// Record cap.
+    pub max_body_bytes: usize,
+    /// Wait for response headers.
+    pub upstream_timeout: Duration,
+    /// Wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// API token.
+    pub token: Option<String>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Validates flags and environment and reads the config file.
+    /// `env` looks up an environment variable (a parameter so tests need not
+    /// touch the process environment).
+    pub fn from_cli(
+        args: ServeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let listen = match &args.listen {
+            Some(text) => resolve(text, "--listen")?,
+            None => {
+                let host = env("CACHEOW_SERVER_HOST").unwrap_or_else(|| DEFAULT_HOST.into());
+                let port = match env("CACHEOW_SERVER_PORT") {
+                    Some(p) => p.parse::<u16>().map_err(|_| {
+                        ConfigError(format!(
+                            "CACHEOW_SERVER_PORT `{p}` is not a port number (0–65535)"
+                        ))
+                    })?,
+                    None => DEFAULT_PORT,
+                };
+                resolve(
+                    &join_host_port(&host, port),
+                    "CACHEOW_SERVER_HOST/CACHEOW_SERVER_PORT",
+                )?
+            }
+        };
+        if !is_loopback(listen.ip()) && args.token.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError(format!(
+                "listening on {listen}, off loopback, lets other machines control cacheow; set a token with --token or CACHEOW_TOKEN"
+            )));
+        }
+        let default_mode: Mode = args
+            .default_mode
+            .parse()
+            .map_err(|e| ConfigError(format!("--default-mode: {e}")))?;
+        let mut reverse = Vec::new();
+        for spec in &args.reverse {
+            let (listen_text, url) = spec.split_once('=').ok_or_else(|| {
+                ConfigError(format!("--reverse `{spec}`: expected LISTEN=URL, e.g. 127.0.0.1:9000=https://api.example.com"))
+            })?;
+            let upstream = Upstream::parse(url)
+                .map_err(|e| ConfigError(format!("--reverse `{spec}`: {e}")))?;
+            let listen = resolve(listen_text, &format!("--reverse `{spec}`"))?;
+            reverse.push(Reverse { listen, upstream });
+        }
+        if !(args.upstream_timeout > 0.0 && args.upstream_timeout.is_finite()) {
+            return Err(ConfigError(
+                "--upstream-timeout must be a positive number of seconds".into(),
+            ));
+        }
+        if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
+            return Err(ConfigError(
+                "--connect-timeout must be a positive number of seconds".into(),
+            ));
+        }
+        let config_file = match args.config {
+            Some(path) => Some(path),
+            None => Path::new(DEFAULT_CONFIG_FILE)
+                .exists()
+                .then(|| PathBuf::from(DEFAULT_CONFIG_FILE)),
+        };
+        let file = match &config_file {
+            Some(path) => read_config_file(path)?,
+            None => ConfigFile::default(),
+        };
+        Ok(Config {
+            listen,
+            data_dir: args.data_dir,
+            reverse,
+            default_mode,
+            durable: args.durable,
+            routes: Arc::new(RouteTable::new(file.rules)),
+            redact_headers: Arc::new(file.redact_headers),
+            max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+            upstream_timeout: Duration::from_secs_f64(args.upstream_timeout),
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            token: args.token.filter(|t| !t.is_empty()),
+            config_file,
+        })
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn resolve(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{what}: `{text}` is not HOST:PORT (e.g. 127.0.0.1:8765)"
+            ))
+        })
+}
+
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfigFile {
+    #[serde(default)]
+    redact_headers: Vec<String>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    pattern: toml::Spanned<String>,
+    #[serde(default)]
+    mode: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    ignore_query: Vec<String>,
+    #[serde(default)]
+    ignore_body_fields: Vec<String>,
+    #[serde(default)]
+    include_headers: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct ConfigFile {
+    rules: Vec<RouteRule>,
+    redact_headers: Vec<String>,
+}
+
+fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file `{}`: {e}", path.display())))?;
+    parse_config(&text, path)
+}
+
+fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+    let raw: RawConfigFile = toml::from_str(text)
+        .map_err(|e| ConfigError(format!("config file `{}`: {e}", path.display())))?;
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut rules = Vec::new();
+    for (i, route) in raw.route.into_iter().enumerate() {
+        let pattern = RoutePattern::parse(route.pattern.get_ref()).map_err(|reason| {
+            ConfigError(format!(
+                "config file `{}`, line {}, key route[{i}].pattern: {reason}",
+                path.display(),
+                line_of(route.pattern.span().start)
+            ))
+        })?;
+        let mode = match &route.mode {
+            Some(mode) => Some(mode.get_ref().parse::<Mode>().map_err(|e| {
+                ConfigError(format!(
+                    "config file `{}`, line {}, key route[{i}].mode: {e}",
+                    path.display(),
+                    line_of(mode.span().start)
+                ))
+            })?),
+            None => None,
+        };
+        let keys = KeyRules {
+            ignore_query: route.ignore_query,
+            ignore_body_fields: route.ignore_body_fields,
+            include_headers: route
+                .include_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        };
+        rules.push(RouteRule {
+            pattern,
+            mode,
+            keys: Arc::new(keys),
+        });
+    }
+    Ok(ConfigFile {
+        rules,
+        redact_headers: raw
+            .redact_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_file_line_and_key() {
+        let text = "[[route]]\npattern = \"GET http://a/b\"\n\n[[route]]\npattern = \"http://a/c\"\nmode = \"cached\"\n";
+        let err = parse_config(text, Path::new("my.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`my.toml`, line 6, key route[1].mode"),
+            "{err}"
+        );
+        assert!(err.contains("unknown mode `cached`"), "{err}");
+
+        let err = parse_config(
+            "[[route]]\npattern = \"http://a/b\"\nignore_querry = []\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("x.toml") && err.contains("line 3") && err.contains("ignore_querry"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn off_loopback_needs_a_token() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from(["cacheow", "--listen", "0.0.0.0:0"]);
+        let err = Config::from_cli(cli.serve, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--token"), "{err}");
+    }
+}

@@ -1,0 +1,502 @@
+//! The request path for proxied calls, as small named steps wired together
+//! in `pipeline`: read the request → route → call key → engine decision →
+//! upstream or replay → respond.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cacheow::{
+    CallKey, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec, NewOutcome, Source,
+    StoredOutcome,
+};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::body::{Captured, ProxyBody};
+use crate::call_key::{KeyInput, call_key};
+use crate::error::{AbortConnection, ErrorKind, respond_failure};
+use crate::headers::{self, strip_hop_by_hop};
+use crate::outcome_http::{Prepared, body_to_json, headers_to_json, prepare, response_outcome};
+use crate::server::AppState;
+use crate::upstream::{self, UpstreamFailure};
+
+/// Where a proxied request goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) scheme: String,
+    /// `host[:port]`, lowercase.
+    pub(crate) authority: String,
+    pub(crate) path: String,
+    pub(crate) query: Option<String>,
+}
+
+impl Target {
+    fn url(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}://{}{}?{q}", self.scheme, self.authority, self.path),
+            None => format!("{}://{}{}", self.scheme, self.authority, self.path),
+        }
+    }
+}
+
+type Reply = Result<Response<ProxyBody>, AbortConnection>;
+
+/// The request body, read up to the record cap.
+enum RequestBody {
+    Whole(Bytes),
+    /// Over the cap: forwarded as is, never recorded or replayed.
+    Oversize {
+        head: Bytes,
+        rest: Incoming,
+    },
+}
+
+/// One proxied call, from request to response.
+pub(crate) async fn pipeline(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    target: Target,
+) -> Reply {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, state.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::debug!(error = %e, "client request body broke off");
+            return Err(AbortConnection);
+        }
+    };
+    let route = state.config.routes.resolve(
+        parts.method.as_str(),
+        &target.scheme,
+        &target.authority,
+        &target.path,
+    );
+    let function = state.engine.ensure_function(FunctionSpec {
+        name: route.name,
+        kind: FunctionKind::Http,
+        initial_mode: route.initial_mode,
+        config: route.keys.to_config(),
+    });
+    let bytes = match body {
+        RequestBody::Whole(bytes) => bytes,
+        RequestBody::Oversize { head, rest } => {
+            let call = Call {
+                state: &state,
+                function: &function,
+                parts: &parts,
+                target: &target,
+                key: None,
+                started,
+            };
+            return call
+                .pass_through(ProxyBody::Chain {
+                    head: Some(head),
+                    rest,
+                })
+                .await;
+        }
+    };
+    let key = call_key(
+        &route.keys,
+        &KeyInput {
+            method: parts.method.as_str(),
+            scheme: &target.scheme,
+            host: &target.authority,
+            path: &target.path,
+            query: target.query.as_deref(),
+            headers: &parts.headers,
+            body: &bytes,
+        },
+    );
+    let call = Call {
+        state: &state,
+        function: &function,
+        parts: &parts,
+        target: &target,
+        key: Some(key),
+        started,
+    };
+    match function.decide(&key) {
+        Ok(Decision::Replay {
+            outcome,
+            source,
+            delay,
+        }) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            call.replay(&outcome, source).await
+        }
+        Ok(Decision::Call { .. }) => call.upstream(bytes).await,
+        Err(no_outcome) => {
+            let id = function.id().to_string();
+            call.finish(
+                Source::Mock,
+                None,
+                None,
+                Some("no_mock_outcome".into()),
+                false,
+            );
+            respond_failure(
+                "no_mock_outcome",
+                &no_outcome.to_string(),
+                &id,
+                Source::Mock.as_str(),
+            )
+        }
+    }
+}
+
+async fn read_body(mut body: Incoming, cap: usize) -> Result<RequestBody, hyper::Error> {
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if buffer.len() + data.len() > cap {
+            buffer.extend_from_slice(&data);
+            return Ok(RequestBody::Oversize {
+                head: buffer.freeze(),
+                rest: body,
+            });
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(RequestBody::Whole(buffer.freeze()))
+}
+
+/// The state of one call while it is served.
+struct Call<'a> {
+    state: &'a AppState,
+    function: &'a FunctionHandle,
+    parts: &'a Parts,
+    target: &'a Target,
+    key: Option<CallKey>,
+    started: Instant,
+}
+
+impl Call<'_> {
+    /// Serves a stored outcome.
+    async fn replay(&self, outcome: &StoredOutcome, source: Source) -> Reply {
+        let prepared = outcome.prepared(prepare);
+        let outcome_id = Some(outcome.outcome().id);
+        match &*prepared {
+            Prepared::Response {
+                status,
+                headers,
+                body,
+            } => {
+                let mut response = Response::new(ProxyBody::full(body.clone()));
+                *response.status_mut() = *status;
+                *response.headers_mut() = headers.clone();
+                self.mark(&mut response, source);
+                self.finish(source, outcome_id, Some(status.as_u16()), None, false);
+                Ok(response)
+            }
+            Prepared::Failure {
+                kind,
+                message,
+                duration,
+            } => {
+                if kind == ErrorKind::Timeout.as_str() {
+                    tokio::time::sleep(*duration).await;
+                }
+                self.finish(source, outcome_id, None, Some(kind.clone()), false);
+                respond_failure(
+                    kind,
+                    message,
+                    &self.function.id().to_string(),
+                    source.as_str(),
+                )
+            }
+            Prepared::Invalid(reason) => {
+                tracing::warn!(function = %self.function.id(), %reason, "stored outcome cannot be replayed");
+                self.finish(
+                    source,
+                    outcome_id,
+                    None,
+                    Some("invalid_outcome".into()),
+                    false,
+                );
+                respond_failure(
+                    "invalid_outcome",
+                    reason,
+                    &self.function.id().to_string(),
+                    source.as_str(),
+                )
+            }
+        }
+    }
+
+    /// Calls upstream and records what comes back.
+    async fn upstream(&self, body: Bytes) -> Reply {
+        let request_record = self.request_record(&body);
+        let response = match self.send(ProxyBody::full(body)).await {
+            Ok(response) => response,
+            Err(failure) => return self.record_failure(failure, request_record),
+        };
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status;
+        let record_headers = parts.headers.clone();
+        let elapsed_to_headers = self.started.elapsed();
+
+        if self.state.config.durable {
+            return self
+                .upstream_durable(parts, incoming, request_record, elapsed_to_headers)
+                .await;
+        }
+        let function = self.function.clone();
+        let key = self.key;
+        let started = self.started;
+        let body = ProxyBody::tee(
+            incoming,
+            self.state.config.max_body_bytes,
+            move |captured| {
+                let (outcome_id, error, oversize) = match captured {
+                    Captured::Complete(bytes) => {
+                        let outcome = response_outcome(
+                            status,
+                            &record_headers,
+                            &bytes,
+                            elapsed_to_headers,
+                            request_record,
+                        );
+                        (Some(function.record(key, outcome).outcome_id), None, false)
+                    }
+                    Captured::Oversize => (None, None, true),
+                    Captured::Broken(reason) => {
+                        tracing::debug!(function = %function.id(), %reason, "response body broke off; not recorded");
+                        (
+                            None,
+                            Some(ErrorKind::ConnectionReset.as_str().to_owned()),
+                            false,
+                        )
+                    }
+                };
+                function.finish(Finished {
+                    call_key: key,
+                    source: Source::Upstream,
+                    outcome_id,
+                    elapsed: started.elapsed(),
+                    status: Some(status.as_u16()),
+                    error,
+                    oversize,
+                });
+            },
+        );
+        let mut response = Response::from_parts(parts, body);
+        self.mark(&mut response, Source::Upstream);
+        Ok(response)
+    }
+
+    /// Durable mode: the outcome is committed before the reply is sent.
+    async fn upstream_durable(
+        &self,
+        parts: http::response::Parts,
+        mut incoming: Incoming,
+        request_record: Value,
+        elapsed_to_headers: Duration,
+    ) -> Reply {
+        let cap = self.state.config.max_body_bytes;
+        let mut buffer = BytesMut::new();
+        while let Some(frame) = incoming.frame().await {
+            let data = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream body broke off");
+                    self.finish(
+                        Source::Upstream,
+                        None,
+                        Some(parts.status.as_u16()),
+                        Some("connection_reset".into()),
+                        false,
+                    );
+                    return Err(AbortConnection);
+                }
+            };
+            if buffer.len() + data.len() > cap {
+                buffer.extend_from_slice(&data);
+                self.finish(
+                    Source::Upstream,
+                    None,
+                    Some(parts.status.as_u16()),
+                    None,
+                    true,
+                );
+                let body = ProxyBody::Chain {
+                    head: Some(buffer.freeze()),
+                    rest: incoming,
+                };
+                let mut response = Response::from_parts(parts, body);
+                self.mark(&mut response, Source::Upstream);
+                return Ok(response);
+            }
+            buffer.extend_from_slice(&data);
+        }
+        let bytes = buffer.freeze();
+        let outcome = response_outcome(
+            parts.status,
+            &parts.headers,
+            &bytes,
+            elapsed_to_headers,
+            request_record,
+        );
+        let recording = self.function.record(self.key, outcome);
+        let outcome_id = recording.outcome_id;
+        if let Err(e) = recording.persisted().await {
+            tracing::error!(function = %self.function.id(), error = %e, "durable write failed; replying anyway");
+        }
+        self.finish(
+            Source::Upstream,
+            Some(outcome_id),
+            Some(parts.status.as_u16()),
+            None,
+            false,
+        );
+        let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
+        self.mark(&mut response, Source::Upstream);
+        Ok(response)
+    }
+
+    /// Forwards a call that cannot be recorded (request body over the cap).
+    async fn pass_through(&self, body: ProxyBody) -> Reply {
+        match self.send(body).await {
+            Ok(response) => {
+                let (mut parts, incoming) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                self.finish(
+                    Source::Upstream,
+                    None,
+                    Some(parts.status.as_u16()),
+                    None,
+                    true,
+                );
+                let body = ProxyBody::Chain {
+                    head: None,
+                    rest: incoming,
+                };
+                let mut response = Response::from_parts(parts, body);
+                self.mark(&mut response, Source::Upstream);
+                Ok(response)
+            }
+            Err(failure) => {
+                self.finish(
+                    Source::Upstream,
+                    None,
+                    None,
+                    Some(failure.kind.as_str().into()),
+                    true,
+                );
+                respond_failure(
+                    failure.kind.as_str(),
+                    &failure.message,
+                    &self.function.id().to_string(),
+                    "upstream",
+                )
+            }
+        }
+    }
+
+    async fn send(&self, body: ProxyBody) -> Result<Response<Incoming>, UpstreamFailure> {
+        let uri: Uri = self.target.url().parse().map_err(|e| UpstreamFailure {
+            kind: ErrorKind::ProtocolError,
+            message: format!("cannot build the upstream URL: {e}"),
+            duration: Duration::ZERO,
+        })?;
+        let mut request = Request::new(body);
+        *request.method_mut() = self.parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.parts.headers.clone();
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        if let Ok(host) = HeaderValue::from_str(&self.target.authority) {
+            headers.insert(header::HOST, host);
+        }
+        upstream::send(
+            &self.state.client,
+            request,
+            self.state.config.upstream_timeout,
+        )
+        .await
+    }
+
+    fn record_failure(&self, failure: UpstreamFailure, request_record: Value) -> Reply {
+        tracing::info!(function = %self.function.id(), kind = %failure.kind, message = %failure.message, "upstream failed; recorded as an outcome");
+        let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message.clone());
+        outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
+        outcome.request = Some(request_record);
+        let outcome_id = self.function.record(self.key, outcome).outcome_id;
+        self.finish(
+            Source::Upstream,
+            Some(outcome_id),
+            None,
+            Some(failure.kind.as_str().into()),
+            false,
+        );
+        respond_failure(
+            failure.kind.as_str(),
+            &failure.message,
+            &self.function.id().to_string(),
+            "upstream",
+        )
+    }
+
+    /// The request as shown beside its outcome (secrets redacted).
+    fn request_record(&self, body: &[u8]) -> Value {
+        let encoding = self
+            .parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        json!({
+            "method": self.parts.method.as_str(),
+            "url": self.target.url(),
+            "headers": headers_to_json(&self.parts.headers, &self.state.config.redact_headers),
+            "body": if body.is_empty() { Value::Null } else { body_to_json(body, encoding) },
+        })
+    }
+
+    fn mark(&self, response: &mut Response<ProxyBody>, source: Source) {
+        let headers = response.headers_mut();
+        headers.insert(headers::SOURCE, HeaderValue::from_static(source.as_str()));
+        if let Ok(id) = HeaderValue::from_str(&self.function.id().to_string()) {
+            headers.insert(headers::FUNCTION, id);
+        }
+    }
+
+    fn finish(
+        &self,
+        source: Source,
+        outcome_id: Option<cacheow::OutcomeId>,
+        status: Option<u16>,
+        error: Option<String>,
+        oversize: bool,
+    ) {
+        self.function.finish(Finished {
+            call_key: self.key,
+            source,
+            outcome_id,
+            elapsed: self.started.elapsed(),
+            status,
+            error,
+            oversize,
+        });
+    }
+}
+
+/// A `502` for requests that cannot be proxied at all (bad target).
+pub(crate) fn bad_target(message: &str) -> Response<ProxyBody> {
+    crate::error::json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": {"status": 400, "code": "bad_target", "message": message}}),
+    )
+}

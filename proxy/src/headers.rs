@@ -1,0 +1,84 @@
+//! Header names cacheow adds, and the headers it never stores or forwards.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Where the reply came from: `upstream`, `cache` or `mock`.
+pub(crate) const SOURCE: HeaderName = HeaderName::from_static("x-cacheow-source");
+/// The id of the function that served the call.
+pub(crate) const FUNCTION: HeaderName = HeaderName::from_static("x-cacheow-function");
+/// The error kind, on replies that stand for a failure.
+pub(crate) const ERROR: HeaderName = HeaderName::from_static("x-cacheow-error");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy `proxy-connection`.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Request headers whose values are secrets, redacted in the mirror and the
+/// panel (configurable additions come from the config file).
+pub(crate) const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+];
+
+/// Response headers that differ between otherwise identical replies, left
+/// out when deciding whether two outcomes are the same.
+pub(crate) const VOLATILE_HEADERS: [&str; 12] = [
+    "date",
+    "age",
+    "expires",
+    "x-request-id",
+    "request-id",
+    "x-amzn-requestid",
+    "x-amz-request-id",
+    "x-amz-cf-id",
+    "cf-ray",
+    "x-trace-id",
+    "traceparent",
+    "server-timing",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_listed_and_standard_hop_by_hop_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "keep-alive, x-private".parse().unwrap());
+        headers.insert("x-private", "1".parse().unwrap());
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        headers.insert("content-type", "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("content-type"));
+    }
+}

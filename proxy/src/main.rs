@@ -1,0 +1,105 @@
+//! The `cacheow` binary: parse flags, validate config, run.
+//!
+//! Exit codes: 0 success; 1 runtime failure (or rebuild-index skipped some
+//! files); 2 bad flags or config; 3 the data dir is in use by another cacheow.
+
+use std::process::ExitCode;
+
+use cacheow_proxy::cli::{Cli, Command, DataDirArgs, ServeArgs};
+use cacheow_proxy::config::Config;
+use cacheow_proxy::{run, telemetry};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args),
+        Command::RebuildIndex(args) => rebuild_index(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::from_cli(args, |name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config, |addr, reverse, engine| {
+        let count = engine.functions().len();
+        println!(
+            "cacheow {} listening on http://{addr}",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!(
+            "  data dir: {} ({count} functions)",
+            engine.data_dir().display()
+        );
+        println!("  panel:    http://{addr}/");
+        println!("  use it:   export HTTP_PROXY=http://{addr} HTTPS_PROXY=http://{addr}");
+        for (listen, url) in reverse {
+            println!("  reverse http://{listen} -> {url}");
+        }
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_data_dir_locked() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rebuild_index(args: DataDirArgs) -> ExitCode {
+    let result = cacheow::Engine::open(&args.data_dir, cacheow::EngineOptions::default())
+        .map_err(anyhow::Error::from)
+        .and_then(|engine| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(engine.rebuild_index(None))?)
+        });
+    match result {
+        Ok(report) => {
+            println!(
+                "indexed {} outcomes of {} functions",
+                report.indexed, report.functions
+            );
+            for failure in &report.failures {
+                eprintln!("skipped {}: {}", failure.path.display(), failure.reason);
+            }
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let locked = e
+                .downcast_ref::<cacheow::EngineError>()
+                .is_some_and(|e| matches!(e, cacheow::EngineError::Open(o) if o.is_locked()));
+            if locked {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

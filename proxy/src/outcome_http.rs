@@ -1,0 +1,261 @@
+//! HTTP responses ↔ stored outcomes: the body encoding of the JSON mirror,
+//! and the replay-ready form built once per outcome.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use cacheow::{NewOutcome, Outcome, OutcomeType};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::headers::{SECRET_HEADERS, VOLATILE_HEADERS};
+
+/// Writes a body in the most readable form that replays byte for byte.
+pub(crate) fn body_to_json(bytes: &[u8], content_encoding: Option<&str>) -> Value {
+    if let Some(encoding) = content_encoding.filter(|e| !e.eq_ignore_ascii_case("identity")) {
+        let mut out = Map::new();
+        out.insert("base64".into(), BASE64.encode(bytes).into());
+        if let Some(decoded) = decode_content(bytes, encoding) {
+            out.insert("decoded".into(), body_to_json(&decoded, None));
+        }
+        return Value::Object(out);
+    }
+    if let Ok(value @ (Value::Object(_) | Value::Array(_))) = serde_json::from_slice::<Value>(bytes)
+    {
+        let ambiguous = value.as_object().is_some_and(|o| o.contains_key("base64"));
+        if !ambiguous && serde_json::to_vec(&value).is_ok_and(|compact| compact == bytes) {
+            return value;
+        }
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => json!({"base64": BASE64.encode(bytes)}),
+    }
+}
+
+/// Reads a body written by `body_to_json` (or typed into the API / a file).
+pub(crate) fn body_from_json(value: &Value) -> Result<Bytes, String> {
+    match value {
+        Value::Null => Ok(Bytes::new()),
+        Value::String(text) => Ok(Bytes::from(text.clone())),
+        Value::Object(map) if map.contains_key("base64") => {
+            let text = map["base64"].as_str().ok_or("`base64` must be a string")?;
+            BASE64
+                .decode(text)
+                .map(Bytes::from)
+                .map_err(|e| format!("`base64` is not valid base64: {e}"))
+        }
+        other => Ok(Bytes::from(
+            serde_json::to_vec(other).expect("JSON values always serialise"),
+        )),
+    }
+}
+
+fn decode_content(bytes: &[u8], encoding: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let read = match encoding.to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(bytes).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(bytes).read_to_end(&mut out),
+        _ => return None,
+    };
+    read.ok().map(|_| out)
+}
+
+/// Headers as `[[name, value], …]`, optionally redacting secrets.
+pub(crate) fn headers_to_json(headers: &HeaderMap, redact: &[String]) -> Value {
+    Value::Array(
+        headers
+            .iter()
+            .map(|(name, value)| {
+                let secret = SECRET_HEADERS.contains(&name.as_str())
+                    || redact.iter().any(|r| r == name.as_str());
+                let text = if secret {
+                    "[redacted]".to_owned()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                json!([name.as_str(), text])
+            })
+            .collect(),
+    )
+}
+
+/// Reads headers given as `[[name, value], …]` or `{name: value}`.
+pub(crate) fn headers_from_json(value: &Value) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    let mut add = |name: &str, value: &Value| -> Result<(), String> {
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("header `{name}` must have a string value"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+        let value = HeaderValue::from_str(text)
+            .map_err(|_| format!("the value of `{name}` is not a valid header value"))?;
+        headers.append(name, value);
+        Ok(())
+    };
+    match value {
+        Value::Null => {}
+        Value::Object(map) => {
+            for (name, value) in map {
+                add(name, value)?;
+            }
+        }
+        Value::Array(pairs) => {
+            for pair in pairs {
+                match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(name), value]) => add(name, value)?,
+                    _ => return Err("each header must be a [name, value] pair".into()),
+                }
+            }
+        }
+        _ => return Err("headers must be an object or a list of [name, value] pairs".into()),
+    }
+    Ok(headers)
+}
+
+/// A recorded response as an outcome to store.
+pub(crate) fn response_outcome(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    duration: Duration,
+    request: Value,
+) -> NewOutcome {
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let mut stored_headers = headers.clone();
+    // Internal: the length is recomputed on replay, so a hand-edited body
+    // never disagrees with a stale content-length.
+    stored_headers.remove(http::header::CONTENT_LENGTH);
+    let value = json!({
+        "status": status.as_u16(),
+        "headers": headers_to_json(&stored_headers, &[]),
+        "body": body_to_json(body, encoding),
+    });
+    let mut outcome = NewOutcome::returned(value);
+    outcome.duration_ms = duration.as_secs_f64() * 1000.0;
+    outcome.request = Some(request);
+    outcome.fingerprint = Some(response_fingerprint(status, &stored_headers, body));
+    outcome
+}
+
+/// Two responses are "the same" when status, body and the non-volatile
+/// headers match, so polling one endpoint does not grow the store.
+fn response_fingerprint(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"response\0");
+    hasher.update(&status.as_u16().to_le_bytes());
+    let mut names: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter(|(n, _)| !VOLATILE_HEADERS.contains(&n.as_str()))
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    names.sort();
+    for (name, value) in names {
+        hasher
+            .update(name.as_bytes())
+            .update(b":")
+            .update(value)
+            .update(b"\n");
+    }
+    hasher
+        .update(&(body.len() as u64).to_le_bytes())
+        .update(body);
+    hasher.finalize().as_bytes().to_vec()
+}
+
+/// A stored outcome in the form replay needs, built once per outcome.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Failure {
+        kind: String,
+        message: String,
+        duration: Duration,
+    },
+    /// Hand-edited into something that cannot be replayed.
+    Invalid(String),
+}
+
+pub(crate) fn prepare(outcome: &Outcome) -> Prepared {
+    match outcome.outcome_type {
+        OutcomeType::Exception => Prepared::Failure {
+            kind: outcome
+                .exception_type
+                .clone()
+                .unwrap_or_else(|| "protocol_error".into()),
+            message: outcome.exception_message.clone().unwrap_or_default(),
+            duration: Duration::from_secs_f64(outcome.duration_ms.max(0.0) / 1000.0),
+        },
+        OutcomeType::Return | OutcomeType::Stream => match response_parts(&outcome.value) {
+            Ok((status, headers, body)) => Prepared::Response {
+                status,
+                headers,
+                body,
+            },
+            Err(reason) => Prepared::Invalid(format!(
+                "outcome {} cannot be replayed: {reason}",
+                outcome.id
+            )),
+        },
+    }
+}
+
+/// Reads `{"status", "headers", "body"}`.
+pub(crate) fn response_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let status = value
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| (100..=599).contains(&s.as_u16()))
+        .ok_or("`status` must be a number from 100 to 599")?;
+    let mut headers = headers_from_json(value.get("headers").unwrap_or(&Value::Null))?;
+    crate::headers::strip_hop_by_hop(&mut headers);
+    headers.remove(http::header::CONTENT_LENGTH);
+    let body = body_from_json(value.get("body").unwrap_or(&Value::Null))?;
+    Ok((status, headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_roundtrip_in_their_most_readable_form() {
+        let cases: [(&[u8], Value); 4] = [
+            (
+                br#"{"a":1,"b":[true,null]}"#,
+                json!({"a": 1, "b": [true, null]}),
+            ),
+            (br#"{"a": 1}"#, json!("{\"a\": 1}")),
+            (b"plain text", json!("plain text")),
+            (&[0xff, 0x00, 0x10], json!({"base64": "/wAQ"})),
+        ];
+        for (bytes, want) in cases {
+            let written = body_to_json(bytes, None);
+            assert_eq!(written, want);
+            assert_eq!(body_from_json(&written).unwrap().as_ref(), bytes);
+        }
+    }
+
+    #[test]
+    fn gzip_bodies_keep_bytes_and_gain_a_readable_view() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(br#"{"hello":"world"}"#).unwrap();
+        let gz = encoder.finish().unwrap();
+        let written = body_to_json(&gz, Some("gzip"));
+        assert_eq!(written["decoded"], json!({"hello": "world"}));
+        assert_eq!(body_from_json(&written).unwrap().as_ref(), gz.as_slice());
+    }
+}

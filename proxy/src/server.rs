@@ -1,0 +1,284 @@
+//! Listeners, the accept loop, per-request dispatch and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cacheow::{Engine, EngineError, EngineOptions};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use crate::body::ProxyBody;
+use crate::config::{Config, Upstream};
+use crate::error::AbortConnection;
+use crate::forward::{self, Target, bad_target};
+use crate::upstream::{self, UpstreamClient};
+use crate::{api, tunnel};
+
+/// Why `run` stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The data dir could not be opened.
+    #[error(transparent)]
+    Open(#[from] EngineError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// True when another cacheow owns the data dir.
+    pub fn is_data_dir_locked(&self) -> bool {
+        matches!(self, RunError::Open(EngineError::Open(e)) if e.is_locked())
+    }
+}
+
+/// Shared by every connection.
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) config: Config,
+    pub(crate) client: UpstreamClient,
+    /// `host:port` names under which the main listener is reached.
+    own_authorities: Vec<String>,
+}
+
+impl AppState {
+    /// True if `authority` names the main listener (API, not a proxy target).
+    pub(crate) fn is_own_authority(&self, authority: &str) -> bool {
+        self.own_authorities
+            .iter()
+            .any(|own| own.eq_ignore_ascii_case(authority))
+    }
+}
+
+/// Which listener a connection came in on.
+#[derive(Clone)]
+enum Listener {
+    Main,
+    Reverse(Arc<Upstream>),
+}
+
+/// Runs cacheow until SIGINT or SIGTERM. `on_ready` gets the bound main
+/// address and the bound reverse addresses once every port is open.
+pub async fn run(
+    config: Config,
+    on_ready: impl FnOnce(SocketAddr, &[(SocketAddr, String)], &Engine),
+) -> Result<(), RunError> {
+    let engine = Engine::open(
+        &config.data_dir,
+        EngineOptions {
+            default_mode: config.default_mode,
+            durable: config.durable,
+        },
+    )?;
+    let main = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let main_addr = main.local_addr().map_err(|source| RunError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut reverse = Vec::new();
+    for spec in &config.reverse {
+        let listener = TcpListener::bind(spec.listen)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: spec.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| RunError::Bind {
+            addr: spec.listen,
+            source,
+        })?;
+        reverse.push((listener, addr, Arc::new(spec.upstream.clone())));
+    }
+
+    let port = main_addr.port();
+    let mut own_authorities = vec![
+        main_addr.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    if config.token.is_some() {
+        // Internal: off loopback the token is the guard; the host name the
+        // client uses for this machine cannot be known in advance.
+        own_authorities.push("*".into());
+    }
+    let state = Arc::new(AppState {
+        client: upstream::client(&config),
+        engine: engine.clone(),
+        config,
+        own_authorities,
+    });
+    let reverse_addrs: Vec<(SocketAddr, String)> = reverse
+        .iter()
+        .map(|(_, addr, up)| (*addr, up.url()))
+        .collect();
+    on_ready(main_addr, &reverse_addrs, &engine);
+
+    let graceful = GracefulShutdown::new();
+    let mut accepts = tokio::task::JoinSet::new();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let watcher = Arc::new(graceful);
+    let mut listeners = vec![(main, Listener::Main)];
+    listeners.extend(
+        reverse
+            .into_iter()
+            .map(|(l, _, up)| (l, Listener::Reverse(up))),
+    );
+    for (listener, kind) in listeners {
+        let state = state.clone();
+        let watcher = watcher.clone();
+        let mut stop = stop_tx.subscribe();
+        accepts.spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => serve_connection(&state, &watcher, stream, peer, kind.clone()),
+                        Err(e) => {
+                            // Internal: EMFILE and friends are transient; back
+                            // off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = stop.recv() => return,
+                }
+            }
+        });
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing open requests, then flushing the store");
+    let _ = stop_tx.send(());
+    while accepts.join_next().await.is_some() {}
+    let watcher = Arc::try_unwrap(watcher).unwrap_or_else(|_| GracefulShutdown::new());
+    if tokio::time::timeout(Duration::from_secs(5), watcher.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after 5 s; closing them");
+    }
+    let flushing = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || flushing.flush()).await;
+    Ok(())
+}
+
+fn serve_connection(
+    state: &Arc<AppState>,
+    watcher: &GracefulShutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Listener,
+) {
+    let _ = stream.set_nodelay(true);
+    let state = state.clone();
+    let service = service_fn(move |request| dispatch(state.clone(), request, kind.clone()));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    let connection = watcher.watch(connection);
+    let span = tracing::debug_span!("connection", %peer);
+    tokio::spawn(
+        async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// One port: absolute-form and CONNECT are proxied; origin-form is the API
+/// (or, on a reverse listener, proxied to its upstream).
+async fn dispatch(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    listener: Listener,
+) -> Result<Response<ProxyBody>, AbortConnection> {
+    if request.method() == Method::CONNECT {
+        return Ok(tunnel::connect(request));
+    }
+    match listener {
+        Listener::Reverse(upstream) => {
+            let path = request.uri().path();
+            let target = Target {
+                scheme: upstream.scheme.clone(),
+                authority: upstream.authority.clone(),
+                path: format!("{}{}", upstream.base_path, path),
+                query: request.uri().query().map(str::to_owned),
+            };
+            forward::pipeline(state, request, target).await
+        }
+        Listener::Main => {
+            let uri = request.uri();
+            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+                return Ok(api::handle(state, request).await);
+            };
+            if state.is_own_authority(authority.as_str()) {
+                return Ok(api::handle(state, request).await);
+            }
+            if scheme != "http" {
+                return Ok(bad_target(&format!(
+                    "scheme `{scheme}` cannot be proxied as a plain request; HTTPS goes through CONNECT (set HTTPS_PROXY)"
+                )));
+            }
+            let target = Target {
+                scheme: scheme.to_owned(),
+                authority: authority.as_str().to_ascii_lowercase(),
+                path: uri.path().to_owned(),
+                query: uri.query().map(str::to_owned),
+            };
+            forward::pipeline(state, request, target).await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Used by `tunnel` for errors before a tunnel is up.
+pub(crate) fn plain_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    crate::error::json_response(
+        status,
+        &serde_json::json!({"error": {"status": status.as_u16(), "code": "bad_target", "message": message}}),
+    )
+}

@@ -1,0 +1,111 @@
+//! The pooled upstream client, and how its failures map to error kinds.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::error::ErrorKind;
+
+pub(crate) type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// An upstream call that ended without a response.
+#[derive(Debug)]
+pub(crate) struct UpstreamFailure {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    pub(crate) duration: Duration,
+}
+
+pub(crate) fn client(config: &Config) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Sends `request`, waiting at most `timeout` for the response headers.
+pub(crate) async fn send(
+    client: &UpstreamClient,
+    request: Request<ProxyBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, UpstreamFailure> {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(UpstreamFailure {
+            kind: classify(&e),
+            message: error_chain(&e),
+            duration: started.elapsed(),
+        }),
+        Err(_) => Err(UpstreamFailure {
+            kind: ErrorKind::Timeout,
+            message: format!("no response within {:.1} s", timeout.as_secs_f64()),
+            duration: started.elapsed(),
+        }),
+    }
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    let connecting = error.is_connect();
+    while let Some(e) = source {
+        if e.to_string().contains("dns error") {
+            return ErrorKind::DnsError;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::ConnectionRefused => return ErrorKind::ConnectionRefused,
+                io::ErrorKind::TimedOut if connecting => return ErrorKind::ConnectTimeout,
+                io::ErrorKind::TimedOut => return ErrorKind::Timeout,
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => return ErrorKind::ConnectionReset,
+                _ => {}
+            }
+        }
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_parse() || hyper_error.is_parse_status() {
+                return ErrorKind::ProtocolError;
+            }
+            if hyper_error.is_incomplete_message()
+                || hyper_error.is_closed()
+                || hyper_error.is_canceled()
+            {
+                return ErrorKind::ConnectionReset;
+            }
+        }
+        source = e.source();
+    }
+    if connecting {
+        ErrorKind::ConnectionRefused
+    } else {
+        ErrorKind::ProtocolError
+    }
+}
+
+/// "outer: inner: innermost", the way people read error chains.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
