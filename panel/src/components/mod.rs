@@ -1,0 +1,106 @@
+//! Pieces both pages use.
+
+mod manual_form;
+mod mode_select;
+mod outcome_viewer;
+mod weights;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+pub(crate) use manual_form::ManualOutcomeForm;
+pub(crate) use mode_select::ModeSelect;
+pub(crate) use outcome_viewer::OutcomeViewer;
+pub(crate) use weights::WeightsEditor;
+
+use crate::api::ApiError;
+
+/// How often pages ask for fresh data. One second keeps counters moving
+/// while someone watches without loading a loopback server noticeably.
+pub(crate) const POLL_PERIOD: Duration = Duration::from_secs(1);
+
+/// Runs `fetch` now, then every `period` while the calling component lives,
+/// never two at once (a slow reply is not overtaken by the next tick).
+/// The returned handle runs it again at once, e.g. after a change.
+pub(crate) fn poll<F, Fut>(period: Duration, fetch: F) -> Refresh
+where
+    F: Fn() -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let busy = Rc::new(Cell::new(false));
+    let tick: Rc<dyn Fn()> = Rc::new(move || {
+        if busy.replace(true) {
+            return;
+        }
+        let busy = Rc::clone(&busy);
+        let fetched = fetch();
+        spawn_local(async move {
+            fetched.await;
+            busy.set(false);
+        });
+    });
+    tick();
+    let interval_tick = Rc::clone(&tick);
+    match set_interval_with_handle(move || interval_tick(), period) {
+        Ok(handle) => on_cleanup(move || handle.clear()),
+        Err(e) => leptos::logging::error!("cannot start polling: {e:?}"),
+    }
+    Refresh(StoredValue::new_local(tick))
+}
+
+/// Runs a page's fetch again now (see [`poll`]). A handle into the reactive
+/// arena, so views and event handlers can hold it freely.
+#[derive(Clone, Copy)]
+pub(crate) struct Refresh(StoredValue<Rc<dyn Fn()>, LocalStorage>);
+
+impl Refresh {
+    pub(crate) fn now(self) {
+        if let Some(tick) = self.0.try_get_value() {
+            tick();
+        }
+    }
+}
+
+/// An API failure in words, announced to screen readers. Renders nothing
+/// while there is no error.
+#[component]
+pub(crate) fn ErrorNote(
+    /// What the user was doing, e.g. "Could not save the latency".
+    #[prop(into)]
+    context: String,
+    #[prop(into)] error: Signal<Option<ApiError>>,
+    #[prop(optional, into)] testid: String,
+) -> impl IntoView {
+    move || {
+        error.get().map(|e| {
+            view! {
+                <p class="error" role="alert" data-testid=testid.clone()>
+                    <strong>{context.clone()} ": "</strong>
+                    {e.to_string()}
+                </p>
+            }
+        })
+    }
+}
+
+/// A short success message shown after an action, e.g. "Saved".
+#[component]
+pub(crate) fn OkNote(
+    #[prop(into)] message: Signal<Option<String>>,
+    #[prop(optional, into)] testid: String,
+) -> impl IntoView {
+    move || {
+        message.get().map(|m| {
+            view! {
+                <p class="ok" role="status" data-testid=testid.clone()>
+                    {m}
+                </p>
+            }
+        })
+    }
+}

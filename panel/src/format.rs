@@ -1,0 +1,162 @@
+//! Turning API values into text for people: times, durations, bodies, headers.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// `2026-11-21T07:00:00.123Z` → `2026-11-21 07:00:00`. Unknown shapes are
+/// shown as they came.
+pub(crate) fn timestamp(rfc3339: &str) -> String {
+    match rfc3339.split_once('T') {
+        Some((date, time)) => {
+            let time = time.split(['.', 'Z', '+']).next().unwrap_or(time);
+            format!("{date} {time}")
+        }
+        None => rfc3339.to_owned(),
+    }
+}
+
+/// Only the time of day, for dense tables; the full stamp goes in a title.
+pub(crate) fn time_of_day(rfc3339: &str) -> String {
+    let full = timestamp(rfc3339);
+    full.split_once(' ')
+        .map_or(full.clone(), |(_, time)| time.to_owned())
+}
+
+pub(crate) fn millis(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+pub(crate) fn bytes(n: usize) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1024 * 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    }
+}
+
+pub(crate) fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Headers arrive as `[[name, value], …]` (stored form) or as an object
+/// (the manual-outcome input form); both become ordered pairs.
+pub(crate) fn header_pairs(headers: &Value) -> Vec<(String, String)> {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    match headers {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|pair| match pair.as_array()?.as_slice() {
+                [name, value] => Some((text(name), text(value))),
+                _ => None,
+            })
+            .collect(),
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// How a stored HTTP body is best shown.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum BodyView {
+    Empty,
+    /// Pretty-printed JSON and the size of the bytes it stands for.
+    Json {
+        pretty: String,
+        size: usize,
+    },
+    Text(String),
+    Binary {
+        size: usize,
+        hex: String,
+        /// The readable `decoded` view stored beside content-encoded bodies.
+        decoded: Option<Box<BodyView>>,
+    },
+    /// `{"base64": …}` that does not decode; shown rather than hidden.
+    Undecodable(String),
+}
+
+const HEX_PREVIEW_BYTES: usize = 256;
+
+/// Classifies a body in the stored form of docs/API.md: a JSON value, a
+/// string, or `{"base64": "…"}` (optionally with a `decoded` view).
+pub(crate) fn body_view(body: &Value) -> BodyView {
+    match body {
+        Value::Null => BodyView::Empty,
+        Value::String(s) if s.is_empty() => BodyView::Empty,
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            // Text that is JSON but not in compact form is still JSON to a reader.
+            Ok(v @ (Value::Object(_) | Value::Array(_))) => BodyView::Json {
+                pretty: pretty(&v),
+                size: s.len(),
+            },
+            _ => BodyView::Text(s.clone()),
+        },
+        Value::Object(map) if map.contains_key("base64") => {
+            let encoded = map
+                .get("base64")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match base64::engine::general_purpose::STANDARD.decode(encoded) {
+                Ok(raw) => BodyView::Binary {
+                    size: raw.len(),
+                    hex: hex_dump(&raw[..raw.len().min(HEX_PREVIEW_BYTES)]),
+                    decoded: map.get("decoded").map(|d| Box::new(body_view(d))),
+                },
+                Err(e) => BodyView::Undecodable(format!("base64 body does not decode: {e}")),
+            }
+        }
+        other => BodyView::Json {
+            pretty: pretty(other),
+            size: other.to_string().len(),
+        },
+    }
+}
+
+pub(crate) fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Classic 16-bytes-a-line dump: offset, hex, printable ASCII.
+pub(crate) fn hex_dump(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for (line, chunk) in raw.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:08x}  {:<47}  |{ascii}|\n",
+            line * 16,
+            hex.join(" ")
+        ));
+    }
+    out
+}
+
+/// Each entry's share of mock replies in percent, in input order. Entries
+/// that are disabled or weigh nothing get `None`: mock mode never picks them.
+pub(crate) fn shares(weights: &[(f64, bool)]) -> Vec<Option<f64>> {
+    let counts = |&(w, enabled): &(f64, bool)| enabled && w > 0.0;
+    let total: f64 = weights.iter().filter(|e| counts(e)).map(|e| e.0).sum();
+    weights
+        .iter()
+        .map(|e| (counts(e) && total > 0.0).then(|| e.0 / total * 100.0))
+        .collect()
+}
