@@ -77,6 +77,9 @@ pub(crate) fn check_or_init(db: &redb::Database, data_dir: &Path) -> Result<(), 
 
 /// Checks the `schema_version` field of a mirror file.
 pub(crate) fn check_file_version(value: &serde_json::Value) -> Result<(), String> {
+    if !value.is_object() {
+        return Err("invalid record: expected a JSON object".into());
+    }
     match value.get(VERSION_KEY) {
         None => Err(format!("missing `{VERSION_KEY}`")),
         Some(v) => match v.as_u64() {

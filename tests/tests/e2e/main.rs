@@ -1,0 +1,7 @@
+//! End-to-end tests of the core: the real binary, a real upstream, real
+//! clients. Modules by concern.
+
+mod api;
+mod failures;
+mod modes;
+mod storage;
