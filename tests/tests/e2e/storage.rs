@@ -297,6 +297,9 @@ async fn kill_9_loses_nothing_in_durable_mode_and_reports_the_default_window() {
         println!("durable={durable}: {kept} of {calls} outcomes survived kill -9");
         if durable {
             assert_eq!(kept, calls);
+        } else {
+            // Only the batch being committed at the kill may be lost.
+            assert!(kept >= calls * 3 / 4, "lost {} of {calls}", calls - kept);
         }
     }
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check and every test of cacheow: formatting, lints (host and
+# wasm), unit, integration, end-to-end and browser tests. On a fresh machine
+# it first installs what the tests need: the wasm32 target for the panel,
+# and Chromium + ChromeDriver for the browser tests (as root, through apt).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain: wasm32 target for the panel (no-op when present)"
+rustup target add wasm32-unknown-unknown
+
+missing=()
+for tool in chromium chromedriver curl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: the browser tests need chromium, chromium-driver and curl;" >&2
+        echo "       install them with: sudo apt-get install -y chromium chromium-driver curl" >&2
+        exit 1
+    fi
+    # Never binaryen: Debian's wasm-opt corrupts wasm-bindgen output.
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver curl >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (host crates)"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo clippy (panel, wasm32)"
+cargo clippy -p cacheow-panel --target wasm32-unknown-unknown --target-dir target/panel-wasm -- -D warnings
+
+step "cargo test"
+cargo test
