@@ -123,13 +123,9 @@ impl Engine {
         let id = FunctionId::for_identity(&spec.name);
         if let Some(state) = self.map().get(&id).cloned() {
             let handle = self.handle(state);
-            let snapshot_differs = {
-                let current = handle.snapshot();
-                spec.config
-                    .iter()
-                    .any(|(k, v)| current.config.get(k) != Some(v))
-            };
-            if snapshot_differs {
+            // Internal: this runs on every proxied request; compare in place
+            // rather than cloning the function.
+            if !spec.config.is_empty() && handle.config_differs(&spec.config) {
                 handle.merge_config(spec.config);
             }
             return handle;

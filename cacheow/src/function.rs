@@ -365,6 +365,12 @@ impl FunctionHandle {
         Ok(())
     }
 
+    /// True if any of `settings` differs from the function's config.
+    pub(crate) fn config_differs(&self, settings: &Map<String, Value>) -> bool {
+        let meta = read(&self.state.meta);
+        settings.iter().any(|(k, v)| meta.config.get(k) != Some(v))
+    }
+
     /// Merges settings into the function's config; a `null` value removes a
     /// key.
     pub fn merge_config(&self, settings: Map<String, Value>) {
