@@ -82,6 +82,14 @@ impl From<EngineError> for ApiError {
 
 type ApiResult = Result<Response<ProxyBody>, ApiError>;
 
+fn accepts_html(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
+}
+
 /// Serves one origin-form request on the main listener.
 pub(crate) async fn handle(
     state: Arc<AppState>,
@@ -153,7 +161,13 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
     match (method.clone(), segments.as_slice()) {
-        (Method::GET, [""]) => Ok(json_response(StatusCode::OK, &index())),
+        // Browsers get the panel at `/`; scripts (no text/html in Accept)
+        // keep getting the JSON index.
+        (Method::GET, [""]) if !accepts_html(&request) => {
+            Ok(json_response(StatusCode::OK, &index()))
+        }
+        (Method::GET, [""] | ["ui", ..]) => crate::panel::serve(&path)
+            .ok_or_else(|| ApiError::not_found(format!("no panel page at {path}"))),
         (Method::GET, ["api", "info"]) => Ok(ok_json(&info(&state))),
         (Method::GET, ["api", "functions"]) => {
             let list: Vec<Value> = state.engine.functions().iter().map(summary).collect();

@@ -13,6 +13,7 @@ mod error;
 mod forward;
 mod headers;
 mod outcome_http;
+mod panel;
 mod route;
 mod server;
 pub mod telemetry;
