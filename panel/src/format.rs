@@ -160,3 +160,64 @@ pub(crate) fn shares(weights: &[(f64, bool)]) -> Vec<Option<f64>> {
         .map(|e| (counts(e) && total > 0.0).then(|| e.0 / total * 100.0))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn bodies_are_shown_by_what_they_hold() {
+        assert_eq!(body_view(&Value::Null), BodyView::Empty);
+        assert_eq!(
+            body_view(&json!({"b": 1, "a": [true]})),
+            BodyView::Json {
+                pretty: "{\n  \"b\": 1,\n  \"a\": [\n    true\n  ]\n}".into(),
+                size: 18
+            }
+        );
+        assert_eq!(body_view(&json!("plain")), BodyView::Text("plain".into()));
+        // Non-compact JSON text is still JSON to a reader.
+        assert!(matches!(
+            body_view(&json!("{ \"a\": 1 }")),
+            BodyView::Json { size: 10, .. }
+        ));
+        let BodyView::Binary { size, hex, decoded } =
+            body_view(&json!({"base64": "AAEC/w==", "decoded": "text"}))
+        else {
+            panic!("binary expected");
+        };
+        assert_eq!(
+            (size, decoded),
+            (4, Some(Box::new(BodyView::Text("text".into()))))
+        );
+        assert!(hex.starts_with("00000000  00 01 02 ff"), "{hex}");
+        assert!(matches!(
+            body_view(&json!({"base64": "%%"})),
+            BodyView::Undecodable(_)
+        ));
+    }
+
+    #[test]
+    fn shares_count_only_enabled_positive_weights() {
+        assert_eq!(
+            shares(&[(3.0, true), (1.0, true), (5.0, false), (0.0, true)]),
+            vec![Some(75.0), Some(25.0), None, None]
+        );
+        assert_eq!(shares(&[(0.0, true)]), vec![None]);
+    }
+
+    #[test]
+    fn headers_come_as_pairs_from_either_shape() {
+        let pairs = vec![("a".to_owned(), "1".to_owned())];
+        assert_eq!(header_pairs(&json!([["a", "1"]])), pairs);
+        assert_eq!(header_pairs(&json!({"a": "1"})), pairs);
+    }
+
+    #[test]
+    fn timestamps_drop_fractions_and_zone() {
+        assert_eq!(timestamp("2026-11-21T07:00:00.123Z"), "2026-11-21 07:00:00");
+        assert_eq!(time_of_day("2026-11-21T07:00:00Z"), "07:00:00");
+    }
+}

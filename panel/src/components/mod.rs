@@ -66,6 +66,18 @@ impl Refresh {
     }
 }
 
+/// An HTTP status, or the failure kind when a call ended in one.
+pub(crate) fn result_badge(status: Option<u16>, failure: Option<String>) -> AnyView {
+    match (failure, status) {
+        (Some(kind), _) => view! { <span class="badge failure">{kind}</span> }.into_any(),
+        (None, Some(status)) => {
+            view! { <span class=format!("badge status s{}", status / 100)>{status}</span> }
+                .into_any()
+        }
+        (None, None) => view! { <span class="muted">"—"</span> }.into_any(),
+    }
+}
+
 /// An API failure in words, announced to screen readers. Renders nothing
 /// while there is no error.
 #[component]

@@ -131,15 +131,7 @@ pub(crate) fn WeightsEditor(
     });
     let nothing_eligible = move || shares.with(|s| !s.is_empty() && s.iter().all(Option::is_none));
 
-    let edit = move |outcome_id: &str, change: &dyn Fn(&mut WeightRow)| {
-        rows.update(|rows| {
-            if let Some(row) = rows.iter_mut().find(|r| r.outcome_id == outcome_id) {
-                change(row);
-            }
-        });
-        saved.set(None);
-        dirty.set(true);
-    };
+    let lines = Lines { rows, dirty, saved };
 
     let save = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -195,85 +187,7 @@ pub(crate) fn WeightsEditor(
                         </thead>
                         <tbody>
                             <For each=move || ids.get() key=|id| id.clone() let:outcome_id>
-                                {
-                                    let idx = {
-                                        let outcome_id = outcome_id.clone();
-                                        move || ids.with(|ids| ids.iter().position(|i| *i == outcome_id))
-                                    };
-                                    let field = {
-                                        let outcome_id = outcome_id.clone();
-                                        move |pick: fn(&WeightRow) -> String| {
-                                            let outcome_id = outcome_id.clone();
-                                            move || rows.with(|rows| rows.iter().find(|r| r.outcome_id == outcome_id).map(pick).unwrap_or_default())
-                                        }
-                                    };
-                                    let flag = {
-                                        let outcome_id = outcome_id.clone();
-                                        move |pick: fn(&WeightRow) -> bool| {
-                                            let outcome_id = outcome_id.clone();
-                                            move || rows.with(|rows| rows.iter().find(|r| r.outcome_id == outcome_id).is_some_and(pick))
-                                        }
-                                    };
-                                    let summary = {
-                                        let outcome_id = outcome_id.clone();
-                                        move || detail.with(|d| d.as_ref().and_then(|d| d.outcomes.iter().find(|o| o.id == outcome_id)).map(outcome_label))
-                                    };
-                                    let short = format::short_id(&outcome_id).to_owned();
-                                    let (id_w, id_e, id_i) = (outcome_id.clone(), outcome_id.clone(), outcome_id.clone());
-                                    view! {
-                                        <tr data-testid="weight-row" data-outcome-id=outcome_id.clone()>
-                                            <th scope="row" data-label="Outcome">
-                                                <code>{short.clone()}</code> " " <span class="muted">{summary}</span>
-                                            </th>
-                                            <td data-label="Enabled">
-                                                <input
-                                                    type="checkbox"
-                                                    data-testid="enabled"
-                                                    aria-label=format!("Enabled: outcome {short}")
-                                                    prop:checked=flag(|r| r.enabled)
-                                                    on:change=move |ev| {
-                                                        let on = event_target_checked(&ev);
-                                                        edit(&id_e, &|r| r.enabled = on);
-                                                    }
-                                                />
-                                            </td>
-                                            <td data-label="Weight">
-                                                <input
-                                                    type="number"
-                                                    min="0"
-                                                    step="any"
-                                                    class="weight"
-                                                    data-testid="weight"
-                                                    aria-label=format!("Weight: outcome {short}")
-                                                    prop:value=field(|r| r.weight.clone())
-                                                    on:input=move |ev| {
-                                                        let typed = event_target_value(&ev);
-                                                        edit(&id_w, &|r| r.weight = typed.clone());
-                                                    }
-                                                />
-                                            </td>
-                                            <td data-label="Any arguments">
-                                                <input
-                                                    type="checkbox"
-                                                    data-testid="ignore-args"
-                                                    aria-label=format!("Any arguments: outcome {short}")
-                                                    prop:checked=flag(|r| r.ignore_args)
-                                                    on:change=move |ev| {
-                                                        let on = event_target_checked(&ev);
-                                                        edit(&id_i, &|r| r.ignore_args = on);
-                                                    }
-                                                />
-                                            </td>
-                                            <td class="num" data-label="Share" data-testid="share">
-                                                {move || {
-                                                    idx()
-                                                        .and_then(|i| shares.with(|s| s.get(i).copied().flatten()))
-                                                        .map_or_else(|| "—".to_owned(), |p| format!("{p:.1} %"))
-                                                }}
-                                            </td>
-                                        </tr>
-                                    }
-                                }
+                                <WeightLine outcome_id lines shares ids detail/>
                             </For>
                         </tbody>
                     </table>
@@ -294,6 +208,111 @@ pub(crate) fn WeightsEditor(
             <ErrorNote context="Weights not saved" error testid="weights-error"/>
             <OkNote message=saved testid="weights-ok"/>
         </section>
+    }
+}
+
+/// The editor's rows as typed, and what editing them sets off.
+#[derive(Clone, Copy)]
+struct Lines {
+    rows: RwSignal<Vec<WeightRow>>,
+    dirty: RwSignal<bool>,
+    saved: RwSignal<Option<String>>,
+}
+
+impl Lines {
+    fn read<T: Default>(self, outcome_id: &str, pick: impl Fn(&WeightRow) -> T) -> T {
+        self.rows.with(|rows| {
+            rows.iter()
+                .find(|r| r.outcome_id == outcome_id)
+                .map(pick)
+                .unwrap_or_default()
+        })
+    }
+
+    fn edit(self, outcome_id: &str, change: impl FnOnce(&mut WeightRow)) {
+        self.rows.update(|rows| {
+            if let Some(row) = rows.iter_mut().find(|r| r.outcome_id == outcome_id) {
+                change(row);
+            }
+        });
+        self.saved.set(None);
+        self.dirty.set(true);
+    }
+}
+
+#[component]
+fn WeightLine(
+    outcome_id: String,
+    lines: Lines,
+    shares: Memo<Vec<Option<f64>>>,
+    ids: Memo<Vec<String>>,
+    detail: RwSignal<Option<FunctionDetail>>,
+) -> impl IntoView {
+    let short = format::short_id(&outcome_id).to_owned();
+    let summary = {
+        let outcome_id = outcome_id.clone();
+        move || {
+            detail.with(|d| {
+                d.as_ref()
+                    .and_then(|d| d.outcomes.iter().find(|o| o.id == outcome_id))
+                    .map(outcome_label)
+            })
+        }
+    };
+    let share = {
+        let outcome_id = outcome_id.clone();
+        move || {
+            ids.with(|ids| ids.iter().position(|i| *i == outcome_id))
+                .and_then(|i| shares.with(|s| s.get(i).copied().flatten()))
+                .map_or_else(|| "—".to_owned(), |p| format!("{p:.1} %"))
+        }
+    };
+    let checkbox = |label: &'static str,
+                    testid: &'static str,
+                    pick: fn(&WeightRow) -> bool,
+                    set: fn(&mut WeightRow, bool)| {
+        let (read_id, write_id) = (outcome_id.clone(), outcome_id.clone());
+        view! {
+            <td data-label=label>
+                <input
+                    type="checkbox"
+                    data-testid=testid
+                    aria-label=format!("{label}: outcome {short}")
+                    prop:checked=move || lines.read(&read_id, pick)
+                    on:change=move |ev| {
+                        let on = event_target_checked(&ev);
+                        lines.edit(&write_id, |r| set(r, on));
+                    }
+                />
+            </td>
+        }
+    };
+    let (read_id, write_id) = (outcome_id.clone(), outcome_id.clone());
+
+    view! {
+        <tr data-testid="weight-row" data-outcome-id=outcome_id.clone()>
+            <th scope="row" data-label="Outcome">
+                <code>{short.clone()}</code> " " <span class="muted">{summary}</span>
+            </th>
+            {checkbox("Enabled", "enabled", |r| r.enabled, |r, on| r.enabled = on)}
+            <td data-label="Weight">
+                <input
+                    type="number"
+                    min="0"
+                    step="any"
+                    class="weight"
+                    data-testid="weight"
+                    aria-label=format!("Weight: outcome {short}")
+                    prop:value=move || lines.read(&read_id, |r| r.weight.clone())
+                    on:input=move |ev| {
+                        let typed = event_target_value(&ev);
+                        lines.edit(&write_id, |r| r.weight = typed);
+                    }
+                />
+            </td>
+            {checkbox("Any arguments", "ignore-args", |r| r.ignore_args, |r, on| r.ignore_args = on)}
+            <td class="num" data-label="Share" data-testid="share">{share}</td>
+        </tr>
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::api::{self, ApiError, FunctionDetail, Mode, OutcomeSummary, RebuildReport};
 use crate::components::{
     ErrorNote, ManualOutcomeForm, ModeSelect, OkNote, OutcomeViewer, POLL_PERIOD, Refresh,
-    WeightsEditor, poll,
+    WeightsEditor, poll, result_badge,
 };
 use crate::format;
 
@@ -449,7 +449,9 @@ fn OutcomeRow(
                 " "
                 <span class="muted">{move || row.with(|o| o.as_ref().map(|o| o.outcome_type.clone()))}</span>
             </th>
-            <td data-label="Result">{move || row.get().map(|o| result_badge(&o))}</td>
+            <td data-label="Result">
+                {move || row.get().map(|o| result_badge(o.status, o.exception_type))}
+            </td>
             <td data-label="Preview" class="preview">
                 <code>{move || row.with(|o| o.as_ref().map(|o| o.preview.clone()))}</code>
             </td>
@@ -494,19 +496,6 @@ fn OutcomeRow(
                 }}
             </td>
         </tr>
-    }
-}
-
-fn result_badge(o: &OutcomeSummary) -> impl IntoView + use<> {
-    match (o.status, &o.exception_type) {
-        (Some(status), _) => {
-            view! { <span class=format!("badge status s{}", status / 100)>{status}</span> }
-                .into_any()
-        }
-        (None, Some(kind)) => {
-            view! { <span class="badge failure">{kind.clone()}</span> }.into_any()
-        }
-        (None, None) => view! { <span class="muted">{o.outcome_type.clone()}</span> }.into_any(),
     }
 }
 
@@ -558,16 +547,11 @@ fn RecentCalls(
                             calls.get()
                                 .into_iter()
                                 .map(|call| {
-                                    let result = match (call.status, call.error) {
-                                        (_, Some(error)) => view! { <span class="badge failure">{error}</span> }.into_any(),
-                                        (Some(status), None) => view! { <span class=format!("badge status s{}", status / 100)>{status}</span> }.into_any(),
-                                        (None, None) => view! { <span class="muted">"—"</span> }.into_any(),
-                                    };
                                     view! {
                                         <tr data-testid="call-row">
                                             <td data-label="Time"><time datetime=call.at.clone()>{format::timestamp(&call.at)}</time></td>
                                             <td data-label="Source"><span class=format!("source source-{}", call.source)>{call.source.clone()}</span></td>
-                                            <td data-label="Result">{result}</td>
+                                            <td data-label="Result">{result_badge(call.status, call.error)}</td>
                                             <td class="num" data-label="Duration">{format::millis(call.duration_ms)}</td>
                                             <td data-label="Outcome">
                                                 {call.outcome_id.map(|oid| {
