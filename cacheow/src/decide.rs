@@ -63,12 +63,18 @@ pub enum Decision {
 pub(crate) fn decide(
     function: FunctionId,
     mode: Mode,
-    latency_ms: u64,
+    latency: (u64, u64),
     mock_entries: &[MockEntry],
     index: &OutcomeIndex,
     key: &CallKey,
 ) -> Result<Decision, NoMockOutcome> {
-    let delay = Duration::from_millis(latency_ms);
+    let (fixed_ms, jitter_ms) = latency;
+    let jitter = if jitter_ms == 0 {
+        0
+    } else {
+        fastrand::u64(0..=jitter_ms)
+    };
+    let delay = Duration::from_millis(fixed_ms.saturating_add(jitter));
     match mode {
         Mode::Default => Ok(Decision::Call {
             reason: CallReason::Default,

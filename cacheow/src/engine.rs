@@ -37,8 +37,11 @@ pub struct FunctionSpec {
     pub kind: FunctionKind,
     /// Initial mode (else the engine's default mode).
     pub initial_mode: Option<Mode>,
-    /// Settings kept in the function's config.
+    /// Settings kept in the function's config, updated when they change.
     pub config: Map<String, Value>,
+    /// Settings applied only when the function is created (the API may
+    /// change them later).
+    pub initial_config: Map<String, Value>,
 }
 
 impl FunctionSpec {
@@ -49,6 +52,7 @@ impl FunctionSpec {
             kind,
             initial_mode: None,
             config: Map::new(),
+            initial_config: Map::new(),
         }
     }
 }
@@ -143,7 +147,8 @@ impl Engine {
         function.mode = spec
             .initial_mode
             .unwrap_or(self.shared.options.default_mode);
-        function.config = spec.config;
+        function.config = spec.initial_config;
+        function.config.extend(spec.config);
         let state = Arc::new(FunctionState::new(
             function.clone(),
             Vec::new(),

@@ -194,7 +194,7 @@ impl FunctionHandle {
             decide::decide(
                 meta.id,
                 meta.mode,
-                meta.latency_ms,
+                (meta.latency_ms, meta.latency_jitter_ms),
                 &meta.mock_entries,
                 &index,
                 key,
@@ -332,9 +332,13 @@ impl FunctionHandle {
         self.update(|f| f.mode = mode);
     }
 
-    /// Sets the latency added in cache and mock modes.
-    pub fn set_latency(&self, latency_ms: u64) {
-        self.update(|f| f.latency_ms = latency_ms);
+    /// Sets the latency added in cache and mock modes: `latency_ms` plus a
+    /// uniform random extra of up to `jitter_ms`.
+    pub fn set_latency(&self, latency_ms: u64, jitter_ms: u64) {
+        self.update(|f| {
+            f.latency_ms = latency_ms;
+            f.latency_jitter_ms = jitter_ms;
+        });
     }
 
     /// Replaces the mock entries. Every entry must name a stored outcome and
@@ -363,6 +367,11 @@ impl FunctionHandle {
         }
         self.update(|f| f.mock_entries = entries);
         Ok(())
+    }
+
+    /// One setting of the function's config.
+    pub fn setting(&self, key: &str) -> Option<Value> {
+        read(&self.state.meta).config.get(key).cloned()
     }
 
     /// True if any of `settings` differs from the function's config.

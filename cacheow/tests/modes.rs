@@ -118,7 +118,7 @@ fn settings_and_outcomes_survive_a_reopen() {
             .record(Some(key), NewOutcome::returned(json!("kept")))
             .outcome_id;
         f.set_mode(Mode::Mock);
-        f.set_latency(300);
+        f.set_latency(300, 0);
         f.set_mock_entries(vec![MockEntry {
             outcome_id: outcome,
             weight: 2.0,

@@ -20,7 +20,9 @@ use crate::body::{Captured, ProxyBody};
 use crate::call_key::{KeyInput, call_key};
 use crate::error::{AbortConnection, ErrorKind, respond_failure};
 use crate::headers::{self, strip_hop_by_hop};
-use crate::outcome_http::{Prepared, body_to_json, headers_to_json, prepare, response_outcome};
+use crate::outcome_http::{
+    Ending, Prepared, body_to_json, headers_to_json, prepare, response_outcome,
+};
 use crate::server::AppState;
 use crate::upstream::{self, UpstreamFailure};
 
@@ -81,6 +83,7 @@ pub(crate) async fn pipeline(
         kind: FunctionKind::Http,
         initial_mode: route.initial_mode,
         config: route.keys.to_config(),
+        initial_config: (*route.initial_config).clone(),
     });
     let bytes = match body {
         RequestBody::Whole(bytes) => bytes,
@@ -170,6 +173,62 @@ async fn read_body(mut body: Incoming, cap: usize) -> Result<RequestBody, hyper:
     Ok(RequestBody::Whole(buffer.freeze()))
 }
 
+/// The response head of a live upstream call, kept for recording.
+struct Head {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    elapsed: Duration,
+    request: Value,
+}
+
+/// Records what a tee captured. Returns the outcome id, the error kind if the
+/// stream broke, and whether the body was over the cap.
+fn record_captured(
+    function: &FunctionHandle,
+    key: Option<CallKey>,
+    head: Head,
+    captured: Captured,
+) -> (Option<cacheow::OutcomeId>, Option<String>, bool) {
+    let (chunks, ending) = match captured {
+        Captured::Complete(chunks) => (chunks, Ending::Complete),
+        Captured::Broken { chunks, error } => {
+            let kind = ErrorKind::ConnectionReset.as_str().to_owned();
+            (chunks, Ending::Broken(kind, error))
+        }
+        Captured::Oversize => return (None, None, true),
+        Captured::ClientGone => {
+            tracing::debug!(function = %function.id(), "client hung up mid-body; not recorded");
+            return (None, None, false);
+        }
+    };
+    let error = match &ending {
+        Ending::Broken(kind, _) => Some(kind.clone()),
+        Ending::Complete => None,
+    };
+    let outcome = response_outcome(
+        head.status,
+        &head.headers,
+        &chunks,
+        ending,
+        head.elapsed,
+        head.request,
+    );
+    (Some(function.record(key, outcome).outcome_id), error, false)
+}
+
+/// A function's `replay_speed` setting: 1 replays streams with their
+/// recorded gaps, 0 as fast as possible.
+fn replay_speed(function: &FunctionHandle) -> f64 {
+    function
+        .setting(REPLAY_SPEED)
+        .and_then(|v| v.as_f64())
+        .filter(|speed| speed.is_finite() && *speed >= 0.0)
+        .unwrap_or(1.0)
+}
+
+/// The config key of the stream replay speed.
+pub(crate) const REPLAY_SPEED: &str = "replay_speed";
+
 /// The state of one call while it is served.
 struct Call<'a> {
     state: &'a AppState,
@@ -191,11 +250,27 @@ impl Call<'_> {
                 headers,
                 body,
             } => {
-                let mut response = Response::new(ProxyBody::full(body.clone()));
-                *response.status_mut() = *status;
-                *response.headers_mut() = headers.clone();
-                self.mark(&mut response, source);
+                let response =
+                    self.respond(*status, headers, ProxyBody::full(body.clone()), source);
                 self.finish(source, outcome_id, Some(status.as_u16()), None, false);
+                Ok(response)
+            }
+            Prepared::Stream {
+                status,
+                headers,
+                chunks,
+                broken,
+            } => {
+                let speed = replay_speed(self.function);
+                let body = ProxyBody::replay(chunks.clone(), speed, broken.clone());
+                let response = self.respond(*status, headers, body, source);
+                self.finish(
+                    source,
+                    outcome_id,
+                    Some(status.as_u16()),
+                    broken.clone(),
+                    false,
+                );
                 Ok(response)
             }
             Prepared::Failure {
@@ -233,7 +308,22 @@ impl Call<'_> {
         }
     }
 
-    /// Calls upstream and records what comes back.
+    fn respond(
+        &self,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        body: ProxyBody,
+        source: Source,
+    ) -> Response<ProxyBody> {
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers.clone();
+        self.mark(&mut response, source);
+        response
+    }
+
+    /// Calls upstream, streams the response to the client as it arrives and
+    /// records it once it ends.
     async fn upstream(&self, body: Bytes) -> Reply {
         let request_record = self.request_record(&body);
         let response = match self.send(ProxyBody::full(body)).await {
@@ -242,49 +332,31 @@ impl Call<'_> {
         };
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let status = parts.status;
-        let record_headers = parts.headers.clone();
-        let elapsed_to_headers = self.started.elapsed();
-
-        if self.state.config.durable {
-            return self
-                .upstream_durable(parts, incoming, request_record, elapsed_to_headers)
-                .await;
+        let head = Head {
+            status: parts.status,
+            headers: parts.headers.clone(),
+            elapsed: self.started.elapsed(),
+            request: request_record,
+        };
+        let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
+        if self.state.config.durable && sized {
+            return self.upstream_durable(parts, incoming, head).await;
         }
         let function = self.function.clone();
         let key = self.key;
         let started = self.started;
+        let status = parts.status.as_u16();
         let body = ProxyBody::tee(
             incoming,
             self.state.config.max_body_bytes,
             move |captured| {
-                let (outcome_id, error, oversize) = match captured {
-                    Captured::Complete(bytes) => {
-                        let outcome = response_outcome(
-                            status,
-                            &record_headers,
-                            &bytes,
-                            elapsed_to_headers,
-                            request_record,
-                        );
-                        (Some(function.record(key, outcome).outcome_id), None, false)
-                    }
-                    Captured::Oversize => (None, None, true),
-                    Captured::Broken(reason) => {
-                        tracing::debug!(function = %function.id(), %reason, "response body broke off; not recorded");
-                        (
-                            None,
-                            Some(ErrorKind::ConnectionReset.as_str().to_owned()),
-                            false,
-                        )
-                    }
-                };
+                let (outcome_id, error, oversize) = record_captured(&function, key, head, captured);
                 function.finish(Finished {
                     call_key: key,
                     source: Source::Upstream,
                     outcome_id,
                     elapsed: started.elapsed(),
-                    status: Some(status.as_u16()),
+                    status: Some(status),
                     error,
                     oversize,
                 });
@@ -296,14 +368,15 @@ impl Call<'_> {
     }
 
     /// Durable mode: the outcome is committed before the reply is sent.
+    /// (Streams without a length still flow live, committed at their end.)
     async fn upstream_durable(
         &self,
         parts: http::response::Parts,
         mut incoming: Incoming,
-        request_record: Value,
-        elapsed_to_headers: Duration,
+        head: Head,
     ) -> Reply {
         let cap = self.state.config.max_body_bytes;
+        let status = parts.status.as_u16();
         let mut buffer = BytesMut::new();
         while let Some(frame) = incoming.frame().await {
             let data = match frame {
@@ -316,8 +389,8 @@ impl Call<'_> {
                     self.finish(
                         Source::Upstream,
                         None,
-                        Some(parts.status.as_u16()),
-                        Some("connection_reset".into()),
+                        Some(status),
+                        Some(ErrorKind::ConnectionReset.as_str().into()),
                         false,
                     );
                     return Err(AbortConnection);
@@ -325,13 +398,7 @@ impl Call<'_> {
             };
             if buffer.len() + data.len() > cap {
                 buffer.extend_from_slice(&data);
-                self.finish(
-                    Source::Upstream,
-                    None,
-                    Some(parts.status.as_u16()),
-                    None,
-                    true,
-                );
+                self.finish(Source::Upstream, None, Some(status), None, true);
                 let body = ProxyBody::Chain {
                     head: Some(buffer.freeze()),
                     rest: incoming,
@@ -344,11 +411,12 @@ impl Call<'_> {
         }
         let bytes = buffer.freeze();
         let outcome = response_outcome(
-            parts.status,
-            &parts.headers,
-            &bytes,
-            elapsed_to_headers,
-            request_record,
+            head.status,
+            &head.headers,
+            &[(head.elapsed, bytes.clone())],
+            Ending::Complete,
+            head.elapsed,
+            head.request,
         );
         let recording = self.function.record(self.key, outcome);
         let outcome_id = recording.outcome_id;
@@ -358,7 +426,7 @@ impl Call<'_> {
         self.finish(
             Source::Upstream,
             Some(outcome_id),
-            Some(parts.status.as_u16()),
+            Some(status),
             None,
             false,
         );

@@ -10,6 +10,7 @@ use cacheow::{NewOutcome, Outcome, OutcomeType};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
+use crate::body::Chunk;
 use crate::headers::{SECRET_HEADERS, VOLATILE_HEADERS};
 
 /// Writes a body in the most readable form that replays byte for byte.
@@ -117,38 +118,90 @@ pub(crate) fn headers_from_json(value: &Value) -> Result<HeaderMap, String> {
     Ok(headers)
 }
 
-/// A recorded response as an outcome to store.
+/// How a recorded response ended.
+pub(crate) enum Ending {
+    /// The body arrived whole.
+    Complete,
+    /// The upstream broke off mid-body; the kind and message of the failure.
+    Broken(String, String),
+}
+
+/// A recorded response as an outcome to store. A response without a
+/// `content-length` (chunked, server-sent events, close-delimited) is a
+/// `stream` outcome that keeps each chunk's arrival time; one with a length
+/// is a plain `return` outcome.
 pub(crate) fn response_outcome(
     status: StatusCode,
     headers: &HeaderMap,
-    body: &[u8],
+    chunks: &[Chunk],
+    ending: Ending,
     duration: Duration,
     request: Value,
 ) -> NewOutcome {
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
+    let streamed = !headers.contains_key(http::header::CONTENT_LENGTH) && !chunks.is_empty();
     let mut stored_headers = headers.clone();
     // Internal: the length is recomputed on replay, so a hand-edited body
     // never disagrees with a stale content-length.
     stored_headers.remove(http::header::CONTENT_LENGTH);
-    let value = json!({
-        "status": status.as_u16(),
-        "headers": headers_to_json(&stored_headers, &[]),
-        "body": body_to_json(body, encoding),
-    });
-    let mut outcome = NewOutcome::returned(value);
+    let body: Vec<u8> = chunks
+        .iter()
+        .flat_map(|(_, data)| data.iter().copied())
+        .collect();
+    let broken = match &ending {
+        Ending::Broken(kind, message) => Some((kind.clone(), message.clone())),
+        Ending::Complete => None,
+    };
+    let mut outcome = if streamed || broken.is_some() {
+        let chunk_values: Vec<Value> = chunks
+            .iter()
+            .map(|(offset, data)| {
+                json!({"offset_ms": (offset.as_secs_f64() * 1_000_000.0).round() / 1000.0, "data": body_to_json(data, encoding)})
+            })
+            .collect();
+        let mut outcome = NewOutcome::returned(json!({
+            "status": status.as_u16(),
+            "headers": headers_to_json(&stored_headers, &[]),
+            "chunks": chunk_values,
+        }));
+        outcome.outcome_type = OutcomeType::Stream;
+        if let Some((kind, message)) = &broken {
+            outcome.exception_type = Some(kind.clone());
+            outcome.exception_message = Some(message.clone());
+        }
+        outcome
+    } else {
+        NewOutcome::returned(json!({
+            "status": status.as_u16(),
+            "headers": headers_to_json(&stored_headers, &[]),
+            "body": body_to_json(&body, encoding),
+        }))
+    };
     outcome.duration_ms = duration.as_secs_f64() * 1000.0;
     outcome.request = Some(request);
-    outcome.fingerprint = Some(response_fingerprint(status, &stored_headers, body));
+    outcome.fingerprint = Some(response_fingerprint(
+        status,
+        &stored_headers,
+        &body,
+        broken.as_ref().map(|b| b.0.as_str()),
+    ));
     outcome
 }
 
 /// Two responses are "the same" when status, body and the non-volatile
 /// headers match, so polling one endpoint does not grow the store.
-fn response_fingerprint(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+/// Chunk boundaries and timing are left out too: they vary between runs.
+fn response_fingerprint(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    broken: Option<&str>,
+) -> Vec<u8> {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"response\0");
+    hasher.update(broken.unwrap_or("").as_bytes()).update(b"\0");
     hasher.update(&status.as_u16().to_le_bytes());
     let mut names: Vec<(&str, &[u8])> = headers
         .iter()
@@ -177,6 +230,13 @@ pub(crate) enum Prepared {
         headers: HeaderMap,
         body: Bytes,
     },
+    /// Chunks with their offsets; a failure kind if the stream broke off.
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        chunks: Vec<Chunk>,
+        broken: Option<String>,
+    },
     Failure {
         kind: String,
         message: String,
@@ -196,7 +256,7 @@ pub(crate) fn prepare(outcome: &Outcome) -> Prepared {
             message: outcome.exception_message.clone().unwrap_or_default(),
             duration: Duration::from_secs_f64(outcome.duration_ms.max(0.0) / 1000.0),
         },
-        OutcomeType::Return | OutcomeType::Stream => match response_parts(&outcome.value) {
+        OutcomeType::Return => match response_parts(&outcome.value) {
             Ok((status, headers, body)) => Prepared::Response {
                 status,
                 headers,
@@ -207,11 +267,50 @@ pub(crate) fn prepare(outcome: &Outcome) -> Prepared {
                 outcome.id
             )),
         },
+        OutcomeType::Stream => match stream_parts(&outcome.value) {
+            Ok((status, headers, chunks)) => Prepared::Stream {
+                status,
+                headers,
+                chunks,
+                broken: outcome.exception_type.clone(),
+            },
+            Err(reason) => Prepared::Invalid(format!(
+                "outcome {} cannot be replayed: {reason}",
+                outcome.id
+            )),
+        },
     }
+}
+
+/// Reads `{"status", "headers", "chunks": [{"offset_ms", "data"}]}`.
+pub(crate) fn stream_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Vec<Chunk>), String> {
+    let (status, headers) = head_parts(value)?;
+    let items = value
+        .get("chunks")
+        .and_then(Value::as_array)
+        .ok_or("`chunks` must be a list")?;
+    let mut chunks = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let offset = item
+            .get("offset_ms")
+            .and_then(Value::as_f64)
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .ok_or_else(|| format!("`chunks[{i}].offset_ms` must be a number ≥ 0"))?;
+        let data = body_from_json(item.get("data").unwrap_or(&Value::Null))
+            .map_err(|e| format!("`chunks[{i}].data`: {e}"))?;
+        chunks.push((Duration::from_secs_f64(offset / 1000.0), data));
+    }
+    Ok((status, headers, chunks))
 }
 
 /// Reads `{"status", "headers", "body"}`.
 pub(crate) fn response_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let (status, headers) = head_parts(value)?;
+    let body = body_from_json(value.get("body").unwrap_or(&Value::Null))?;
+    Ok((status, headers, body))
+}
+
+fn head_parts(value: &Value) -> Result<(StatusCode, HeaderMap), String> {
     let status = value
         .get("status")
         .and_then(Value::as_u64)
@@ -222,8 +321,7 @@ pub(crate) fn response_parts(value: &Value) -> Result<(StatusCode, HeaderMap, By
     let mut headers = headers_from_json(value.get("headers").unwrap_or(&Value::Null))?;
     crate::headers::strip_hop_by_hop(&mut headers);
     headers.remove(http::header::CONTENT_LENGTH);
-    let body = body_from_json(value.get("body").unwrap_or(&Value::Null))?;
-    Ok((status, headers, body))
+    Ok((status, headers))
 }
 
 #[cfg(test)]

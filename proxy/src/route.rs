@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use cacheow::Mode;
+use serde_json::{Map, Value};
 
 use crate::call_key::KeyRules;
 
@@ -120,6 +121,8 @@ pub(crate) struct RouteRule {
     pub(crate) pattern: RoutePattern,
     pub(crate) mode: Option<Mode>,
     pub(crate) keys: Arc<KeyRules>,
+    /// Settings a new function starts with (`replay_speed`).
+    pub(crate) initial_config: Arc<Map<String, Value>>,
 }
 
 /// The function a request belongs to.
@@ -129,6 +132,7 @@ pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) initial_mode: Option<Mode>,
     pub(crate) keys: Arc<KeyRules>,
+    pub(crate) initial_config: Arc<Map<String, Value>>,
 }
 
 /// Every route rule, in config-file order (first match wins).
@@ -153,6 +157,7 @@ impl RouteTable {
                     name: format!("{method} {scheme}://{host}{}", rule.pattern.path_text),
                     initial_mode: rule.mode,
                     keys: rule.keys.clone(),
+                    initial_config: rule.initial_config.clone(),
                 };
             }
         }
@@ -160,6 +165,7 @@ impl RouteTable {
             name: format!("{method} {scheme}://{host}{}", template_path(path)),
             initial_mode: None,
             keys: self.default_keys.clone(),
+            initial_config: Arc::default(),
         }
     }
 }
@@ -254,6 +260,7 @@ mod tests {
             pattern: RoutePattern::parse("GET http://api.test/repos/{owner}/{repo}").unwrap(),
             mode: Some(Mode::Cache),
             keys: Arc::default(),
+            initial_config: Arc::default(),
         };
         let table = RouteTable::new(vec![rule]);
         let route = table.resolve("GET", "http", "api.test", "/repos/rust-lang/rust");

@@ -147,6 +147,9 @@ pub struct Function {
     pub mode: Mode,
     /// Delay added before replies in cache and mock modes.
     pub latency_ms: u64,
+    /// Extra delay drawn uniformly from 0 to this, added to `latency_ms`.
+    #[serde(default)]
+    pub latency_jitter_ms: u64,
     /// Free-form settings interpreted by the layer that owns the function
     /// (call-key rules, replay speed, …).
     #[serde(default)]
@@ -168,6 +171,7 @@ impl Function {
             kind,
             mode: Mode::Default,
             latency_ms: 0,
+            latency_jitter_ms: 0,
             config: Map::new(),
             mock_entries: Vec::new(),
             created_at: Timestamp::now(),

@@ -5,3 +5,4 @@ mod api;
 mod failures;
 mod modes;
 mod storage;
+mod streams;
