@@ -338,3 +338,46 @@ async fn a_1_gib_response_passes_through_in_bounded_memory() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_recorded_openai_stream_fixture_replays_offline() {
+    // The reverse listener names the real API, but mock mode never calls it.
+    let cacheow = Cacheow::start_with_fixture(
+        "openai-stream",
+        &["--reverse", "127.0.0.1:0=https://api.openai.com"],
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    let response = client
+        .post(format!("http://{}/v1/chat/completions", cacheow.reverse[0]))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Something new"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-cacheow-source"], "mock");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let (chunks, end) = read_chunks(response).await;
+    end.unwrap();
+    let text = String::from_utf8(concat(&chunks)).unwrap();
+    let words: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(words, "Hello! How can I help you today?");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "replayed with the recorded timing"
+    );
+}
