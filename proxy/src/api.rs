@@ -179,6 +179,7 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
                 (Method::GET, []) => Ok(ok_json(&detail(&function))),
                 (Method::POST, ["mode"]) => set_mode(&function, request).await,
                 (Method::POST, ["latency"]) => set_latency(&function, request).await,
+                (Method::POST, ["config"]) => set_config(&function, request).await,
                 (Method::POST, ["mock-outcomes"]) => set_mock_entries(&function, request).await,
                 (Method::POST, ["outcomes", "manual"]) => add_manual(&function, request).await,
                 (Method::GET, ["outcomes", outcome]) => {
@@ -200,7 +201,7 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
                 }
                 (
                     _,
-                    ["mode" | "latency" | "mock-outcomes" | "rebuild-index"]
+                    ["mode" | "latency" | "config" | "mock-outcomes" | "rebuild-index"]
                     | ["outcomes", "manual"],
                 )
                 | (_, ["outcomes", _])
@@ -239,6 +240,7 @@ fn index() -> Value {
             "GET /api/functions/{id}",
             "POST /api/functions/{id}/mode",
             "POST /api/functions/{id}/latency",
+            "POST /api/functions/{id}/config",
             "POST /api/functions/{id}/mock-outcomes",
             "POST /api/functions/{id}/outcomes/manual",
             "GET /api/functions/{id}/outcomes/{outcome_id}",
@@ -303,6 +305,7 @@ fn summary(function: &FunctionHandle) -> Value {
         "kind": snapshot.kind,
         "mode": snapshot.mode,
         "latency_ms": snapshot.latency_ms,
+        "latency_jitter_ms": snapshot.latency_jitter_ms,
         "http": if snapshot.kind == FunctionKind::Http { http_identity(&snapshot.name) } else { Value::Null },
         "outcome_count": function.outcome_count(),
         "stats": stats_json,
@@ -334,8 +337,16 @@ fn outcome_summary(stored: &StoredOutcome) -> Value {
         ),
         _ => match o.value.get("status") {
             Some(status) => {
-                let body =
-                    body_from_json(o.value.get("body").unwrap_or(&Value::Null)).unwrap_or_default();
+                let body = match o.value.get("chunks").and_then(Value::as_array) {
+                    Some(chunks) => chunks
+                        .iter()
+                        .filter_map(|c| body_from_json(c.get("data").unwrap_or(&Value::Null)).ok())
+                        .flat_map(|b| b.to_vec())
+                        .collect(),
+                    None => body_from_json(o.value.get("body").unwrap_or(&Value::Null))
+                        .unwrap_or_default()
+                        .to_vec(),
+                };
                 (
                     status.clone(),
                     String::from_utf8_lossy(&body[..body.len().min(600)]).into_owned(),
@@ -436,19 +447,70 @@ async fn set_mode(function: &FunctionHandle, request: Request<Incoming>) -> ApiR
 
 async fn set_latency(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
     let body = read_json(request).await?;
-    let value = required(&body, "latency_ms")?;
-    let latency = value
-        .as_u64()
-        .filter(|ms| *ms <= 3_600_000)
-        .ok_or_else(|| {
-            ApiError::field(
-                "invalid_field",
-                "latency_ms",
-                format!("`latency_ms` must be a whole number from 0 to 3600000, got {value}"),
-            )
-        })?;
-    function.set_latency(latency);
-    Ok(ok_json(&json!({"status": "ok", "latency_ms": latency})))
+    let latency = whole_ms(required(&body, "latency_ms")?, "latency_ms")?;
+    let current_jitter = function.snapshot().latency_jitter_ms;
+    let jitter = match body.get("latency_jitter_ms") {
+        None => current_jitter,
+        Some(value) => whole_ms(value, "latency_jitter_ms")?,
+    };
+    function.set_latency(latency, jitter);
+    Ok(ok_json(
+        &json!({"status": "ok", "latency_ms": latency, "latency_jitter_ms": jitter}),
+    ))
+}
+
+/// A whole number of milliseconds from 0 to one hour.
+fn whole_ms(value: &Value, field: &str) -> Result<u64, ApiError> {
+    value.as_u64().filter(|ms| *ms <= 3_600_000).ok_or_else(|| {
+        ApiError::field(
+            "invalid_field",
+            field,
+            format!("`{field}` must be a whole number from 0 to 3600000, got {value}"),
+        )
+    })
+}
+
+/// Settings the API may change; the call-key rules come from the config
+/// file only.
+async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
+    let body = read_json(request).await?;
+    let mut settings = Map::new();
+    for (key, value) in body {
+        match key.as_str() {
+            crate::forward::REPLAY_SPEED => {
+                let valid =
+                    value.is_null() || value.as_f64().is_some_and(|s| s.is_finite() && s >= 0.0);
+                if !valid {
+                    return Err(ApiError::field(
+                        "invalid_field",
+                        key,
+                        format!(
+                            "`replay_speed` must be a number ≥ 0 (1 = as recorded, 0 = at once), got {value}"
+                        ),
+                    ));
+                }
+                settings.insert(key, value);
+            }
+            "ignore_query" | "ignore_body_fields" | "include_headers" => {
+                return Err(ApiError::field(
+                    "invalid_field",
+                    key.clone(),
+                    format!("`{key}` is a call-key rule; set it for the route in the config file"),
+                ));
+            }
+            _ => {
+                return Err(ApiError::field(
+                    "invalid_field",
+                    key.clone(),
+                    format!("unknown setting `{key}`; the settings are: replay_speed"),
+                ));
+            }
+        }
+    }
+    function.merge_config(settings);
+    Ok(ok_json(
+        &json!({"status": "ok", "config": function.snapshot().config}),
+    ))
 }
 
 async fn set_mock_entries(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
