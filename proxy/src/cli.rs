@@ -28,6 +28,20 @@ pub enum Command {
     /// Rebuild the index from the JSON files of a data dir (cacheow must not
     /// be running on it).
     RebuildIndex(DataDirArgs),
+    /// Print where the local HTTPS CA certificate is and how to trust it
+    /// (creating it if needed; works while cacheow is running).
+    Ca(CaArgs),
+}
+
+/// Flags of `ca`.
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Where functions, outcomes and the CA are stored.
+    #[arg(long, env = "CACHEOW_DATA_DIR", default_value = ".cacheow")]
+    pub data_dir: PathBuf,
+    /// Print the certificate itself (PEM) instead of how to trust it.
+    #[arg(long)]
+    pub pem: bool,
 }
 
 /// The data dir flag alone.
@@ -69,6 +83,15 @@ pub struct ServeArgs {
     /// Seconds to wait for an upstream TCP connection before a `connect_timeout` outcome.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Also trust this CA certificate (PEM) for upstream TLS, besides the
+    /// built-in web roots: for private or test CAs (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Tunnel CONNECTs to hosts matching this glob blind, without
+    /// interception or recording, e.g. '*.pinned.example' or 'host:8443'
+    /// (repeatable; for certificate-pinned clients).
+    #[arg(long, value_name = "PATTERN")]
+    pub no_intercept: Vec<String>,
     /// Token the control API requires (mandatory when listening off loopback).
     #[arg(long, env = "CACHEOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

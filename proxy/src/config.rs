@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::call_key::KeyRules;
 use crate::cli::ServeArgs;
 use crate::route::{RoutePattern, RouteRule, RouteTable};
+use crate::tunnel::HostPattern;
 
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8765;
@@ -96,6 +97,11 @@ pub struct Config {
     pub token: Option<String>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// Roots upstream certificates are verified against: the web roots plus
+    /// every `--upstream-ca`.
+    pub(crate) upstream_roots: Arc<rustls::RootCertStore>,
+    /// CONNECT hosts tunnelled blind.
+    pub(crate) no_intercept: Vec<HostPattern>,
 }
 
 impl Config {
@@ -153,6 +159,12 @@ impl Config {
                 "--connect-timeout must be a positive number of seconds".into(),
             ));
         }
+        let upstream_roots = Arc::new(upstream_roots(&args.upstream_ca)?);
+        let no_intercept = args
+            .no_intercept
+            .iter()
+            .map(|p| HostPattern::parse(p).map_err(|e| ConfigError(format!("--no-intercept: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         let config_file = match args.config {
             Some(path) => Some(path),
             None => Path::new(DEFAULT_CONFIG_FILE)
@@ -176,8 +188,39 @@ impl Config {
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             token: args.token.filter(|t| !t.is_empty()),
             config_file,
+            upstream_roots,
+            no_intercept,
         })
     }
+}
+
+/// The web roots plus the certificates of every `--upstream-ca` file.
+fn upstream_roots(files: &[PathBuf]) -> Result<rustls::RootCertStore, ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for file in files {
+        let what =
+            |reason: String| ConfigError(format!("--upstream-ca `{}`: {reason}", file.display()));
+        let bytes = std::fs::read(file).map_err(|e| what(format!("cannot read it: {e}")))?;
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(&bytes) {
+            let cert = cert.map_err(|e| what(format!("not a PEM certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| what(format!("not a usable CA certificate: {e}")))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(what(
+                "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+    }
+    Ok(roots)
 }
 
 fn join_host_port(host: &str, port: u16) -> String {

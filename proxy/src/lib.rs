@@ -17,7 +17,9 @@ mod panel;
 mod route;
 mod server;
 pub mod telemetry;
+mod tls;
 mod tunnel;
 mod upstream;
 
 pub use server::{RunError, run};
+pub use tls::{Ca, CaError, CaPaths};

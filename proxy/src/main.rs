@@ -5,9 +5,9 @@
 
 use std::process::ExitCode;
 
-use cacheow_proxy::cli::{Cli, Command, DataDirArgs, ServeArgs};
+use cacheow_proxy::cli::{CaArgs, Cli, Command, DataDirArgs, ServeArgs};
 use cacheow_proxy::config::Config;
-use cacheow_proxy::{run, telemetry};
+use cacheow_proxy::{Ca, CaPaths, run, telemetry};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -16,6 +16,26 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::RebuildIndex(args) => rebuild_index(args),
+        Command::Ca(args) => ca(args),
+    }
+}
+
+/// Reads (or creates) only the CA files, never the store, so it works next
+/// to a running `cacheow serve`.
+fn ca(args: CaArgs) -> ExitCode {
+    match Ca::load_or_create(&args.data_dir) {
+        Ok(ca) if args.pem => {
+            print!("{}", ca.cert_pem());
+            ExitCode::SUCCESS
+        }
+        Ok(ca) => {
+            print!("{}", ca.how_to_trust());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -49,6 +69,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         println!("  panel:    http://{addr}/");
         println!("  use it:   export HTTP_PROXY=http://{addr} HTTPS_PROXY=http://{addr}");
+        println!(
+            "  https:    trust {} (`cacheow ca` says how)",
+            CaPaths::new(&engine.data_dir()).cert.display()
+        );
         for (listen, url) in reverse {
             println!("  reverse http://{listen} -> {url}");
         }

@@ -18,6 +18,7 @@ use crate::body::ProxyBody;
 use crate::config::{Config, Upstream};
 use crate::error::AbortConnection;
 use crate::forward::{self, Target, bad_target};
+use crate::tls::{Ca, CaError, LeafCache};
 use crate::upstream::{self, UpstreamClient};
 use crate::{api, tunnel};
 
@@ -28,6 +29,9 @@ pub enum RunError {
     /// The data dir could not be opened.
     #[error(transparent)]
     Open(#[from] EngineError),
+    /// The local CA could not be loaded or created.
+    #[error(transparent)]
+    Ca(#[from] CaError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -50,6 +54,10 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) config: Config,
     pub(crate) client: UpstreamClient,
+    /// HTTP/1.1-only twin of `client`, for upgrades (WebSocket).
+    pub(crate) upgrade_client: UpstreamClient,
+    /// Leaf certificates for intercepted CONNECTs.
+    pub(crate) leaves: LeafCache,
     /// `host:port` names under which the main listener is reached.
     own_authorities: Vec<String>,
 }
@@ -83,6 +91,10 @@ pub async fn run(
             durable: config.durable,
         },
     )?;
+    let ca = Ca::load_or_create(&config.data_dir)?;
+    if ca.created() {
+        tracing::info!(cert = %ca.paths().cert.display(), "created the local CA");
+    }
     let main = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -122,6 +134,8 @@ pub async fn run(
     }
     let state = Arc::new(AppState {
         client: upstream::client(&config),
+        upgrade_client: upstream::upgrade_client(&config),
+        leaves: LeafCache::new(ca),
         engine: engine.clone(),
         config,
         own_authorities,
@@ -214,7 +228,7 @@ async fn dispatch(
     listener: Listener,
 ) -> Result<Response<ProxyBody>, AbortConnection> {
     if request.method() == Method::CONNECT {
-        return Ok(tunnel::connect(request));
+        return Ok(tunnel::connect(state, request).await);
     }
     match listener {
         Listener::Reverse(upstream) => {
@@ -225,6 +239,9 @@ async fn dispatch(
                 path: format!("{}{}", upstream.base_path, path),
                 query: request.uri().query().map(str::to_owned),
             };
+            if tunnel::is_upgrade(&request) {
+                return tunnel::pass_upgrade(state, request, target).await;
+            }
             forward::pipeline(state, request, target).await
         }
         Listener::Main => {
@@ -246,6 +263,9 @@ async fn dispatch(
                 path: uri.path().to_owned(),
                 query: uri.query().map(str::to_owned),
             };
+            if tunnel::is_upgrade(&request) {
+                return tunnel::pass_upgrade(state, request, target).await;
+            }
             forward::pipeline(state, request, target).await
         }
     }

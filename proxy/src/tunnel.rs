@@ -1,23 +1,249 @@
-//! `CONNECT host:port`: a blind TCP tunnel (nothing is recorded).
+//! `CONNECT host:port` and protocol upgrades.
+//!
+//! A CONNECT is intercepted by default: cacheow answers it, terminates TLS
+//! with a leaf certificate for the host minted by the local CA, and serves
+//! the decrypted requests through the same pipeline as plain proxied ones
+//! (scheme `https`). Hosts matching `--no-intercept` are tunnelled blind and
+//! nothing is recorded. Upgrades (WebSocket) pass through as bytes.
 
-use http::{Request, Response, StatusCode};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::ServerName;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::body::ProxyBody;
-use crate::server::plain_error;
+use crate::error::{AbortConnection, ErrorKind, json_response};
+use crate::forward::{self, Target};
+use crate::headers::{self, strip_hop_by_hop};
+use crate::server::{AppState, plain_error};
+use crate::upstream;
 
-pub(crate) fn connect(request: Request<Incoming>) -> Response<ProxyBody> {
-    let Some(authority) = request.uri().authority().map(|a| a.to_string()) else {
-        return plain_error(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
-    };
-    if request.uri().port_u16().is_none() {
-        return plain_error(
-            StatusCode::BAD_REQUEST,
-            &format!("CONNECT target `{authority}` has no port; use host:port"),
-        );
+/// How long a client may take, after CONNECT, to send its first bytes and
+/// finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A validated `CONNECT` target.
+#[derive(Debug, Clone)]
+struct ConnectTarget {
+    /// Lowercase DNS name, or an IP address without brackets.
+    host: String,
+    port: u16,
+}
+
+impl ConnectTarget {
+    fn parse(uri: &Uri) -> Result<Self, String> {
+        let Some(authority) = uri.authority() else {
+            return Err(format!(
+                "CONNECT target `{uri}` is not host:port, e.g. CONNECT api.example.com:443"
+            ));
+        };
+        if authority.as_str().contains('@') || uri.path_and_query().is_some_and(|p| p != "/") {
+            return Err(format!(
+                "CONNECT target `{uri}` is not host:port, e.g. CONNECT api.example.com:443"
+            ));
+        }
+        let Some(port) = authority.port_u16() else {
+            return Err(format!(
+                "CONNECT target `{authority}` has no port; use host:port"
+            ));
+        };
+        if port == 0 {
+            return Err(format!(
+                "CONNECT target `{authority}`: port 0 is not a port"
+            ));
+        }
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_ascii_lowercase();
+        if ServerName::try_from(host.as_str()).is_err() {
+            return Err(format!(
+                "CONNECT target `{authority}`: `{host}` is neither a host name nor an IP address"
+            ));
+        }
+        Ok(Self { host, port })
     }
+
+    /// `host[:port]` as it appears in a URL of `scheme` (default port left
+    /// out, so routes and call keys match those of plain requests).
+    fn authority(&self, scheme: &str) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if scheme == "https" { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A `--no-intercept` pattern: a glob over the host, optionally with a
+/// port (`host:port`, `[v6]:port`), where `*` matches any run of characters
+/// and `?` one character, ignoring case.
+#[derive(Debug, Clone)]
+pub(crate) struct HostPattern {
+    host: String,
+    port: Option<String>,
+}
+
+impl HostPattern {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let pattern = text.trim().to_ascii_lowercase();
+        if pattern.is_empty() {
+            return Err("the pattern is empty".into());
+        }
+        if let Some(c) = pattern
+            .chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || "-._:[]*?".contains(c)))
+        {
+            return Err(format!(
+                "`{text}` has `{c}`; a pattern is a host name (or host:port) with * and ? wildcards"
+            ));
+        }
+        let (host, port) = if let Some(rest) = pattern.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{text}` opens `[` without closing it"))?;
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(format!("`{text}`: expected `:port` after `]`")),
+                },
+            }
+        } else {
+            match pattern.split_once(':') {
+                // One colon: host:port. More: a bare IPv6 address.
+                Some((host, port)) if !port.contains(':') => (host, Some(port)),
+                _ => (pattern.as_str(), None),
+            }
+        };
+        if host.is_empty() || port.is_some_and(str::is_empty) {
+            return Err(format!("`{text}` has an empty host or port"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port: port.map(str::to_owned),
+        })
+    }
+
+    fn matches(&self, target: &ConnectTarget) -> bool {
+        glob(self.host.as_bytes(), target.host.as_bytes())
+            && self
+                .port
+                .as_ref()
+                .is_none_or(|port| glob(port.as_bytes(), target.port.to_string().as_bytes()))
+    }
+}
+
+/// `*` and `?` glob matching, iterative with one backtrack point.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Answers a `CONNECT`: intercepts it, or tunnels it blind for
+/// `--no-intercept` hosts.
+pub(crate) async fn connect(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let target = match ConnectTarget::parse(request.uri()) {
+        Ok(target) => target,
+        Err(message) => {
+            tracing::info!(%message, "malformed CONNECT");
+            return plain_error(StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    let blind = state.config.no_intercept.iter().any(|p| p.matches(&target));
+    if blind {
+        return tunnel_blind(state, request, target).await;
+    }
+    let span = tracing::debug_span!("intercept", host = %target.host, port = target.port);
+    tokio::spawn(
+        async move {
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => intercept(state, upgraded, target).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    Response::new(ProxyBody::empty())
+}
+
+/// Connects first, so an unreachable host is a 502 the client can read
+/// rather than a tunnel that closes at once.
+async fn tunnel_blind(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    target: ConnectTarget,
+) -> Response<ProxyBody> {
+    let connecting = TcpStream::connect((target.host.as_str(), target.port));
+    let mut server = match tokio::time::timeout(state.config.connect_timeout, connecting).await {
+        Ok(Ok(server)) => server,
+        Ok(Err(e)) => {
+            tracing::info!(host = %target.host, port = target.port, error = %e, "tunnel target unreachable");
+            return plain_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot reach {}:{}: {e}", target.host, target.port),
+            );
+        }
+        Err(_) => {
+            return plain_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "cannot reach {}:{}: connect timed out",
+                    target.host, target.port
+                ),
+            );
+        }
+    };
+    let _ = server.set_nodelay(true);
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(request).await {
             Ok(upgraded) => upgraded,
@@ -26,17 +252,323 @@ pub(crate) fn connect(request: Request<Incoming>) -> Response<ProxyBody> {
                 return;
             }
         };
-        let mut server = match TcpStream::connect(&authority).await {
-            Ok(server) => server,
-            Err(e) => {
-                tracing::info!(target = %authority, error = %e, "tunnel target unreachable");
-                return;
-            }
-        };
         let mut client = TokioIo::new(upgraded);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-            tracing::debug!(target = %authority, error = %e, "tunnel closed");
+            tracing::debug!(host = %target.host, error = %e, "tunnel closed");
         }
     });
     Response::new(ProxyBody::empty())
+}
+
+/// Serves what a client sends after CONNECT: TLS (the usual case), or plain
+/// HTTP (`curl --proxytunnel http://…`, `ws://` through some clients).
+async fn intercept(state: Arc<AppState>, upgraded: Upgraded, target: ConnectTarget) {
+    let mut io = TokioIo::new(upgraded);
+    let mut first = vec![0u8; 512];
+    let read = match tokio::time::timeout(HANDSHAKE_TIMEOUT, io.read(&mut first)).await {
+        Ok(Ok(0)) => return,
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "client closed before sending anything");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("client sent nothing after CONNECT");
+            return;
+        }
+    };
+    first.truncate(read);
+    let kind = first[0];
+    let io = Rewind {
+        prefix: Bytes::from(first),
+        inner: io,
+    };
+    if kind == TLS_HANDSHAKE {
+        serve_tls(state, io, target).await;
+    } else if kind.is_ascii_uppercase() {
+        serve_http(state, io, "http", target.authority("http")).await;
+    } else {
+        refuse_non_tls(io, &target, kind).await;
+    }
+}
+
+async fn serve_tls(state: Arc<AppState>, io: Rewind, target: ConnectTarget) {
+    let handshake = async {
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = acceptor.await?;
+        // SNI first; clients connecting to an IP address send none.
+        let host = match start.client_hello().server_name() {
+            Some(name) => name.to_ascii_lowercase(),
+            None => target.host.clone(),
+        };
+        let config = state
+            .leaves
+            .server_config(&host)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        start.into_stream(config).await
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => serve_http(state, tls, "https", target.authority("https")).await,
+        Ok(Err(e)) => {
+            // Internal: client-caused (it does not trust the CA, or speaks
+            // something else), so not an error of cacheow's.
+            tracing::info!(host = %target.host, error = %e, "TLS handshake with the client failed; does it trust the cacheow CA? (`cacheow ca`)");
+        }
+        Err(_) => tracing::info!(host = %target.host, "TLS handshake with the client timed out"),
+    }
+}
+
+/// Neither TLS nor HTTP: says so in plain HTTP (what a confused client most
+/// likely reads) and closes.
+async fn refuse_non_tls(mut io: Rewind, target: &ConnectTarget, first: u8) {
+    tracing::info!(host = %target.host, first_byte = first, "bytes after CONNECT are neither TLS nor HTTP");
+    let message = format!(
+        "cacheow: after CONNECT {}:{} a TLS handshake (or an HTTP request) must follow; the first byte was 0x{first:02x}\n",
+        target.host, target.port
+    );
+    let reply = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
+        message.len()
+    );
+    let _ = io.write_all(reply.as_bytes()).await;
+    let _ = io.shutdown().await;
+}
+
+/// Serves decrypted (or plain) requests of one tunnelled connection; each
+/// goes to `scheme://authority` through the forward pipeline.
+async fn serve_http<I>(state: Arc<AppState>, io: I, scheme: &'static str, authority: String)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = state.clone();
+        let target = Target {
+            scheme: scheme.to_owned(),
+            authority: authority.clone(),
+            path: request.uri().path().to_owned(),
+            query: request.uri().query().map(str::to_owned),
+        };
+        async move {
+            if is_upgrade(&request) {
+                pass_upgrade(state, request, target).await
+            } else {
+                forward::pipeline(state, request, target).await
+            }
+        }
+    });
+    let connection = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = connection {
+        tracing::debug!(error = %e, "tunnelled connection ended with an error");
+    }
+}
+
+/// True for an HTTP/1.1 request asking to switch protocols (WebSocket).
+pub(crate) fn is_upgrade(request: &Request<Incoming>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.method() != Method::CONNECT
+        && request.headers().contains_key(header::UPGRADE)
+}
+
+/// Passes an upgrade request to the upstream untouched and, on `101`, copies
+/// bytes both ways until either side closes. Nothing is recorded.
+pub(crate) async fn pass_upgrade(
+    state: Arc<AppState>,
+    mut request: Request<Incoming>,
+    target: Target,
+) -> Result<Response<ProxyBody>, AbortConnection> {
+    let client_side = hyper::upgrade::on(&mut request);
+    let (parts, body) = request.into_parts();
+    let url = match &target.query {
+        Some(q) => format!(
+            "{}://{}{}?{q}",
+            target.scheme, target.authority, target.path
+        ),
+        None => format!("{}://{}{}", target.scheme, target.authority, target.path),
+    };
+    let Ok(uri) = url.parse::<Uri>() else {
+        return Ok(plain_error(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot build an upstream URL from `{url}`"),
+        ));
+    };
+    let mut upstream_request = Request::new(ProxyBody::Chain {
+        head: None,
+        rest: body,
+    });
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = uri;
+    *upstream_request.headers_mut() = parts.headers;
+    let headers = upstream_request.headers_mut();
+    // Internal: `connection` and `upgrade` are hop-by-hop but are exactly
+    // what this hop must pass on; only the proxy's own headers go.
+    for name in ["proxy-connection", "proxy-authorization", "keep-alive"] {
+        headers.remove(name);
+    }
+    if let Ok(host) = HeaderValue::from_str(&target.authority) {
+        headers.insert(header::HOST, host);
+    }
+    let sent = upstream::send(
+        &state.upgrade_client,
+        upstream_request,
+        state.config.upstream_timeout,
+    )
+    .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(failure) => return Ok(upgrade_failed(failure.kind, &failure.message)),
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        return Ok(Response::from_parts(
+            parts,
+            ProxyBody::Chain {
+                head: None,
+                rest: incoming,
+            },
+        ));
+    }
+    let upstream_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (client, server) = match tokio::try_join!(client_side, upstream_side) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+            tracing::debug!(error = %e, "upgraded connection closed");
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, ProxyBody::empty()))
+}
+
+/// A 502 for an upgrade the upstream could not take (nothing is recorded,
+/// so there is no function to name).
+fn upgrade_failed(kind: ErrorKind, message: &str) -> Response<ProxyBody> {
+    let status = if kind == ErrorKind::Timeout {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let mut response = json_response(
+        status,
+        &json!({"error": {"kind": kind.as_str(), "message": message}}),
+    );
+    response
+        .headers_mut()
+        .insert(headers::ERROR, HeaderValue::from_static(kind.as_str()));
+    response
+}
+
+/// The connection after CONNECT, giving back first the bytes read to tell
+/// TLS from HTTP.
+struct Rewind {
+    prefix: Bytes,
+    inner: TokioIo<Upgraded>,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(text: &str) -> Result<ConnectTarget, String> {
+        ConnectTarget::parse(&text.parse::<Uri>().map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn connect_targets_are_validated() {
+        let t = target("API.Example.com:443").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("api.example.com", 443));
+        assert_eq!(t.authority("https"), "api.example.com");
+        assert_eq!(t.authority("http"), "api.example.com:443");
+        let t = target("[::1]:8443").unwrap();
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.authority("https"), "[::1]:8443");
+        assert_eq!(
+            target("127.0.0.1:443").unwrap().authority("https"),
+            "127.0.0.1"
+        );
+        for bad in [
+            "example.com",
+            "example.com:0",
+            "user@example.com:443",
+            "/path",
+        ] {
+            assert!(target(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn no_intercept_globs() {
+        let host = |p: &str, t: &str| HostPattern::parse(p).unwrap().matches(&target(t).unwrap());
+        assert!(host("*.pinned.example", "a.pinned.example:443"));
+        assert!(host("*.pinned.example", "a.b.PINNED.example:443"));
+        assert!(!host("*.pinned.example", "pinned.example:443"));
+        assert!(host("pinned.example", "pinned.example:8443"));
+        assert!(host("api-?.example", "api-1.example:443"));
+        assert!(!host("api-?.example", "api-12.example:443"));
+        assert!(host("*.example:8443", "a.example:8443"));
+        assert!(!host("*.example:8443", "a.example:443"));
+        assert!(host("127.0.0.*", "127.0.0.1:443"));
+        assert!(host("[::1]", "[::1]:443"));
+        assert!(host("*", "anything:1"));
+        assert!(HostPattern::parse("").is_err());
+        assert!(host("[::1]:443", "[::1]:443"));
+        assert!(host("::1", "[::1]:8443"));
+        assert!(HostPattern::parse("a/b").is_err());
+        assert!(HostPattern::parse("a:").is_err());
+    }
 }
