@@ -21,6 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+pub mod tls;
+
 /// The `cacheow` binary, built once per test run with the test's profile.
 ///
 /// `cargo test` does not build other packages' binaries for us, so this runs
