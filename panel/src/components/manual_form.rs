@@ -216,7 +216,7 @@ pub(crate) fn ManualOutcomeForm(
                     fallback=move || view! {
                         <div class="fields">
                             <label>
-                                "Status"
+                                <span>"Status"</span>
                                 <input
                                     id="manual-status"
                                     type="number"
@@ -227,7 +227,7 @@ pub(crate) fn ManualOutcomeForm(
                                 />
                             </label>
                             <label class="grow">
-                                "Headers, one " <code>"name: value"</code> " a line"
+                                <span>"Headers, one " <code>"name: value"</code> " a line"</span>
                                 <textarea
                                     id="manual-headers"
                                     rows="3"
@@ -237,7 +237,7 @@ pub(crate) fn ManualOutcomeForm(
                                 ></textarea>
                             </label>
                             <label>
-                                "Body is"
+                                <span>"Body is"</span>
                                 <select
                                     id="manual-body-format"
                                     on:change=move |ev| {
@@ -255,7 +255,7 @@ pub(crate) fn ManualOutcomeForm(
                                 </select>
                             </label>
                             <label class="full">
-                                "Body"
+                                <span>"Body"</span>
                                 <textarea
                                     id="manual-body"
                                     rows="5"
@@ -269,7 +269,7 @@ pub(crate) fn ManualOutcomeForm(
                 >
                     <div class="fields">
                         <label>
-                            "Failure"
+                            <span>"Failure"</span>
                             <select
                                 id="manual-failure-kind"
                                 on:change=move |ev| { let v = event_target_value(&ev); set(&|d| d.failure_kind = v.clone()) }
@@ -281,7 +281,7 @@ pub(crate) fn ManualOutcomeForm(
                             </select>
                         </label>
                         <label class="grow">
-                            "Message"
+                            <span>"Message"</span>
                             <input
                                 id="manual-message"
                                 type="text"
@@ -307,7 +307,7 @@ pub(crate) fn ManualOutcomeForm(
                         "Mock mode only (never replayed in cache mode)"
                     </label>
                     <label class="grow">
-                        "Call key (optional, 64 hex): replay only for that call"
+                        <span>"Call key (optional, 64 hex): replay only for that call"</span>
                         <input
                             id="manual-call-key"
                             type="text"

@@ -66,6 +66,16 @@ impl Refresh {
     }
 }
 
+/// A moment as its time of day; the full date and time show on hover and
+/// stay in `datetime` for machines.
+pub(crate) fn clock(at: &str) -> impl IntoView + use<> {
+    view! {
+        <time datetime=at.to_owned() title=crate::format::timestamp(at)>
+            {crate::format::time_of_day(at)}
+        </time>
+    }
+}
+
 /// An HTTP status, or the failure kind when a call ended in one.
 pub(crate) fn result_badge(status: Option<u16>, failure: Option<String>) -> AnyView {
     match (failure, status) {

@@ -1,4 +1,5 @@
 use leptos::callback::UnsyncCallback;
+use leptos::html;
 use leptos::prelude::*;
 use serde_json::Value;
 
@@ -21,9 +22,24 @@ pub(crate) fn OutcomeViewer(
         })
     };
     let heading = format!("Outcome {}", format::short_id(&outcome_id));
+    // Opening an outcome moves focus (and the view) to it: on a narrow
+    // screen it sits below the whole outcomes list.
+    let section = NodeRef::<html::Section>::new();
+    Effect::new(move |_| {
+        if let Some(section) = section.get() {
+            let _ = section.focus();
+        }
+    });
 
     view! {
-        <section class="card wide viewer" aria-labelledby="viewer-h" data-testid="outcome-viewer" data-outcome-id=outcome_id.clone()>
+        <section
+            node_ref=section
+            tabindex="-1"
+            class="card wide viewer"
+            aria-labelledby="viewer-h"
+            data-testid="outcome-viewer"
+            data-outcome-id=outcome_id.clone()
+        >
             <div class="section-head">
                 <h2 id="viewer-h">{heading}</h2>
                 <button type="button" data-testid="close-viewer" on:click=move |_| on_close.run(())>
@@ -80,12 +96,6 @@ fn outcome_details(o: &Outcome) -> impl IntoView + use<> {
             o.duration_ms.map(format::millis).unwrap_or_default(),
         ),
         ("Flags", flags),
-        (
-            "Call key",
-            o.call_key
-                .clone()
-                .unwrap_or_else(|| "none (answers any call)".into()),
-        ),
     ];
     view! {
         <dl class="meta">
@@ -94,6 +104,15 @@ fn outcome_details(o: &Outcome) -> impl IntoView + use<> {
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| view! { <div><dt>{k}</dt><dd>{v}</dd></div> })
                 .collect_view()}
+            <div class="span-all">
+                <dt>"Call key"</dt>
+                <dd>
+                    {match o.call_key.clone() {
+                        Some(key) => view! { <code class="wrap">{key}</code> }.into_any(),
+                        None => "none (answers any call)".into_any(),
+                    }}
+                </dd>
+            </div>
         </dl>
         {result(o)}
         <h3>"Request that produced it"</h3>

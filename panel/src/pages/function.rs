@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::api::{self, ApiError, FunctionDetail, Mode, OutcomeSummary, RebuildReport};
 use crate::components::{
     ErrorNote, ManualOutcomeForm, ModeSelect, OkNote, OutcomeViewer, POLL_PERIOD, Refresh,
-    WeightsEditor, poll, result_badge,
+    WeightsEditor, clock, poll, result_badge,
 };
 use crate::format;
 
@@ -57,10 +57,13 @@ fn FunctionView(id: String) -> impl IntoView {
     };
 
     let not_found = move || load_error.with(|e| e.as_ref().is_some_and(|e| e.status == Some(404)));
+    // A memo, so the body mounts once when the first detail arrives instead
+    // of again (dropping every draft) on each change of the detail.
+    let loaded = Memo::new(move |_| detail.with(Option::is_some));
     let body = {
         let id = id.clone();
         move || {
-            detail.with(Option::is_some).then(|| {
+            loaded.get().then(|| {
                 view! { <FunctionBody id=id.clone() detail selected refresh/> }
             })
         }
@@ -85,7 +88,7 @@ fn FunctionView(id: String) -> impl IntoView {
                     })
             }}
             <ErrorNote context="Cannot load this function, retrying every second" error=load_error testid="load-error"/>
-            {move || (detail.with(Option::is_none) && load_error.with(Option::is_none)).then(|| view! { <p class="muted">"Loading…"</p> })}
+            {move || (!loaded.get() && load_error.with(Option::is_none)).then(|| view! { <p class="muted">"Loading…"</p> })}
             {body}
         </section>
     }
@@ -304,8 +307,9 @@ fn StatsCard(detail: RwSignal<Option<FunctionDetail>>) -> impl IntoView {
                     <dt>"Last call"</dt>
                     <dd>
                         {move || {
-                            stats.with(|s| {
-                                s.last_called_at.as_deref().map_or("never".to_owned(), format::timestamp)
+                            stats.with(|s| match s.last_called_at.as_deref() {
+                                Some(at) => clock(at).into_any(),
+                                None => "never".into_any(),
                             })
                         }}
                     </dd>
@@ -463,7 +467,7 @@ fn OutcomeRow(
                     row.with(|o| {
                         o.as_ref()
                             .and_then(|o| o.last_seen_at.clone().or_else(|| o.created_at.clone()))
-                            .map(|at| format::timestamp(&at))
+                            .map(|at| clock(&at))
                     })
                 }}
             </td>
@@ -549,7 +553,7 @@ fn RecentCalls(
                                 .map(|call| {
                                     view! {
                                         <tr data-testid="call-row">
-                                            <td data-label="Time"><time datetime=call.at.clone()>{format::timestamp(&call.at)}</time></td>
+                                            <td data-label="Time">{clock(&call.at)}</td>
                                             <td data-label="Source"><span class=format!("source source-{}", call.source)>{call.source.clone()}</span></td>
                                             <td data-label="Result">{result_badge(call.status, call.error)}</td>
                                             <td class="num" data-label="Duration">{format::millis(call.duration_ms)}</td>

@@ -11,8 +11,7 @@ use leptos::callback::UnsyncCallback;
 use leptos::prelude::*;
 
 use crate::api::{self, ApiError, FunctionSummary, Mode};
-use crate::components::{ErrorNote, ModeSelect, POLL_PERIOD, poll};
-use crate::format;
+use crate::components::{ErrorNote, ModeSelect, POLL_PERIOD, clock, poll};
 
 #[component]
 pub(crate) fn FunctionsPage() -> impl IntoView {
@@ -190,7 +189,7 @@ fn FunctionRow(id: String, functions: RwSignal<Vec<FunctionSummary>>) -> impl In
                     row.with(|f| {
                         f.as_ref()
                             .and_then(|f| f.stats.last_called_at.clone())
-                            .map(|at| view! { <time datetime=at.clone() title=format::timestamp(&at)>{format::time_of_day(&at)}</time> })
+                            .map(|at| clock(&at))
                     })
                 }}
             </td>
