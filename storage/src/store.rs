@@ -176,14 +176,19 @@ impl Store {
 
     /// Applies writes in one index transaction, then mirrors them to files.
     pub fn apply(&self, writes: &[Write]) -> Result<(), WriteError> {
-        match self.apply_batch(writes).into_iter().next() {
+        let mut failures = self.commit_batch(writes);
+        if failures.is_empty() {
+            failures = self.mirror(writes);
+        }
+        match failures.into_iter().next() {
             Some((_, e)) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Like `apply`, but reports each failure with the function it hit.
-    pub(crate) fn apply_batch(&self, writes: &[Write]) -> Vec<(FunctionId, WriteError)> {
+    /// Commits writes to the index in one transaction; reports each failure
+    /// with the function it hit.
+    pub(crate) fn commit_batch(&self, writes: &[Write]) -> Vec<(FunctionId, WriteError)> {
         if let Err(e) = self.commit(writes) {
             // Internal: the whole transaction failed, so every function in
             // the batch lost its write; name each one once.
@@ -211,7 +216,7 @@ impl Store {
             }
             return failures;
         }
-        self.mirror(writes)
+        Vec::new()
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), WriteError> {
@@ -243,7 +248,8 @@ impl Store {
         Ok(())
     }
 
-    fn mirror(&self, writes: &[Write]) -> Vec<(FunctionId, WriteError)> {
+    /// Writes the JSON files of committed writes.
+    pub(crate) fn mirror(&self, writes: &[Write]) -> Vec<(FunctionId, WriteError)> {
         // Internal: only the last write to each file matters; walking the
         // batch backwards lets us skip the earlier ones.
         let mut written: HashSet<PathBuf> = HashSet::new();

@@ -1,10 +1,13 @@
 //! The background writer: one std thread that batches writes into redb
-//! transactions and mirrors them to files, off the request path.
+//! transactions, and a second that mirrors committed writes to the JSON
+//! files, both off the request path.
 //!
 //! Loss window: a write is durable once the batch holding it commits. A batch
-//! is everything queued while the previous one was committing, so after a
-//! hard kill at most the writes of the last few milliseconds are lost. Callers
-//! that cannot accept that wait for the write's `Ack` (durable mode).
+//! is everything queued while the previous one was committing; the mirror's
+//! file I/O runs on its own thread so it never delays the next commit. After a
+//! hard kill, the writes still queued are lost (see the README for measured
+//! figures). Callers that cannot accept that wait for the write's `Ack`
+//! (durable mode), which fires once the write is committed to the index.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +18,11 @@ use crate::error::{RebuildError, WriteError};
 use crate::ids::FunctionId;
 use crate::store::{RebuildReport, Store, Write};
 
-/// Called once a write is committed and mirrored, or has failed.
+/// Called once a write is committed to the index, or has failed.
 pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
 type RebuildAck = Box<dyn FnOnce(Result<RebuildReport, RebuildError>) + Send>;
-type FailureHook = Box<dyn Fn(FunctionId, &WriteError) + Send>;
+type FailureHook = Arc<dyn Fn(FunctionId, &WriteError) + Send + Sync>;
 
 /// Upper bound on writes per transaction, so one commit stays short.
 const MAX_BATCH: usize = 1024;
@@ -28,6 +31,11 @@ enum Command {
     // Internal: boxed so the small commands do not pay for the largest.
     Write(Box<Write>, Option<Ack>),
     Rebuild(Option<FunctionId>, RebuildAck),
+    Flush(mpsc::SyncSender<()>),
+}
+
+enum MirrorCommand {
+    Files(Vec<Write>),
     Flush(mpsc::SyncSender<()>),
 }
 
@@ -41,7 +49,7 @@ pub struct WriterStats {
 }
 
 /// Handle to the background writer. Dropping it drains the queue and joins
-/// the thread.
+/// the threads.
 pub struct Writer {
     tx: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
@@ -57,16 +65,16 @@ impl std::fmt::Debug for Writer {
 // === impl Writer ===
 
 impl Writer {
-    /// Starts the writer thread. `on_failure` is called (on that thread) for
+    /// Starts the writer threads. `on_failure` is called (on one of them) for
     /// every write that could not be persisted, with the function it was for.
     pub fn spawn(
         store: Arc<Store>,
-        on_failure: impl Fn(FunctionId, &WriteError) + Send + 'static,
+        on_failure: impl Fn(FunctionId, &WriteError) + Send + Sync + 'static,
     ) -> Writer {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
-        let on_failure: FailureHook = Box::new(on_failure);
+        let on_failure: FailureHook = Arc::new(on_failure);
         let thread = std::thread::Builder::new()
             .name("cacheow-writer".into())
             .spawn(move || run(&store, &rx, &on_failure, &thread_stats))
@@ -83,7 +91,7 @@ impl Writer {
         self.send(Command::Write(Box::new(write), None));
     }
 
-    /// Queues a write and calls `ack` once it is durable (or failed).
+    /// Queues a write and calls `ack` once it is committed (or failed).
     pub fn submit_with_ack(&self, write: Write, ack: Ack) {
         if let Some(Command::Write(_, Some(ack))) =
             self.send(Command::Write(Box::new(write), Some(ack)))
@@ -93,7 +101,7 @@ impl Writer {
     }
 
     /// Rebuilds the index from the mirror after every queued write has
-    /// landed, then calls `ack` with the report.
+    /// landed in the index and the files, then calls `ack` with the report.
     pub fn rebuild(
         &self,
         only: Option<FunctionId>,
@@ -104,7 +112,8 @@ impl Writer {
         }
     }
 
-    /// Blocks until every write queued before this call has been processed.
+    /// Blocks until every write queued before this call is committed and
+    /// mirrored.
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         if self.send(Command::Flush(done_tx)).is_none() {
@@ -128,7 +137,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Internal: closing the channel lets the thread drain what is queued
+        // Internal: closing the channel lets the threads drain what is queued
         // and exit; joining makes shutdown lose nothing.
         self.tx.take();
         if let Some(thread) = self.thread.take() {
@@ -137,21 +146,66 @@ impl Drop for Writer {
     }
 }
 
-fn run(store: &Store, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook, stats: &WriterStats) {
+fn report(failures: &[(FunctionId, WriteError)], on_failure: &FailureHook, stats: &WriterStats) {
+    stats
+        .failures
+        .fetch_add(failures.len() as u64, Ordering::Relaxed);
+    for (function, error) in failures {
+        tracing::error!(function = %function, error = %error, "persisting failed; the response was still served");
+        on_failure(*function, error);
+    }
+}
+
+fn run(
+    store: &Arc<Store>,
+    rx: &mpsc::Receiver<Command>,
+    on_failure: &FailureHook,
+    stats: &Arc<WriterStats>,
+) {
+    let (mirror_tx, mirror_rx) = mpsc::channel::<MirrorCommand>();
+    let mirror = {
+        let (store, on_failure, stats) = (store.clone(), on_failure.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("cacheow-mirror".into())
+            .spawn(move || {
+                for command in mirror_rx {
+                    match command {
+                        MirrorCommand::Files(writes) => {
+                            report(&store.mirror(&writes), &on_failure, &stats)
+                        }
+                        MirrorCommand::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .expect("spawning the mirror thread")
+    };
+    let flush_mirror = || {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if mirror_tx.send(MirrorCommand::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+    };
+
     let mut pending: Option<Command> = None;
     loop {
         let first = match pending.take() {
             Some(command) => command,
             None => match rx.recv() {
                 Ok(command) => command,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         match first {
             Command::Flush(done) => {
+                flush_mirror();
                 let _ = done.send(());
             }
-            Command::Rebuild(only, ack) => ack(store.rebuild_index(only)),
+            Command::Rebuild(only, ack) => {
+                flush_mirror();
+                ack(store.rebuild_index(only));
+            }
             Command::Write(write, ack) => {
                 let mut writes = vec![*write];
                 let mut acks: Vec<Ack> = ack.into_iter().collect();
@@ -168,15 +222,9 @@ fn run(store: &Store, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook, st
                         Err(_) => break,
                     }
                 }
-                let failures = store.apply_batch(&writes);
+                let failures = store.commit_batch(&writes);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .failures
-                    .fetch_add(failures.len() as u64, Ordering::Relaxed);
-                for (function, error) in &failures {
-                    tracing::error!(function = %function, error = %error, "persisting failed; the response was still served");
-                    on_failure(*function, error);
-                }
+                report(&failures, on_failure, stats);
                 let batch_error = failures.first().map(|(_, e)| e.to_string());
                 for ack in acks {
                     ack(match &batch_error {
@@ -186,7 +234,12 @@ fn run(store: &Store, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook, st
                         }),
                     });
                 }
+                if batch_error.is_none() {
+                    let _ = mirror_tx.send(MirrorCommand::Files(writes));
+                }
             }
         }
     }
+    drop(mirror_tx);
+    let _ = mirror.join();
 }

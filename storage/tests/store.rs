@@ -182,7 +182,7 @@ fn the_v1_fixture_store_opens() {
 }
 
 #[test]
-fn writer_batches_acks_and_reports_mirror_failures() {
+fn writer_acks_commits_and_reports_mirror_failures() {
     let dir = temp_data_dir();
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let failures = Arc::new(AtomicUsize::new(0));
@@ -199,9 +199,15 @@ fn writer_batches_acks_and_reports_mirror_failures() {
         Write::PutFunction(function.clone()),
         Box::new(move |r| tx.send(r.is_ok()).unwrap()),
     );
-    assert!(!rx.recv().unwrap());
+    assert!(
+        rx.recv().unwrap(),
+        "the index commit is what the ack reports"
+    );
     writer.flush();
-    assert_eq!(failures.load(Ordering::SeqCst), 1);
-    // The index write itself succeeded.
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        1,
+        "the mirror failure is reported"
+    );
     assert_eq!(store.load().unwrap().len(), 1);
 }
