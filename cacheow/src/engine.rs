@@ -252,15 +252,17 @@ impl Drop for Shared {
 }
 
 fn flush_stats(shared: &Shared) {
-    let dirty: Vec<_> = shared
+    let states: Vec<_> = shared
         .functions
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .values()
-        .filter_map(|state| state.take_dirty_stats())
+        .cloned()
         .collect();
-    for (id, stats) in dirty {
-        shared.writer.submit(Write::PutStats(id, stats));
+    for state in states {
+        for write in state.take_dirty() {
+            shared.writer.submit(write);
+        }
     }
 }
 

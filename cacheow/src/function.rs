@@ -1,7 +1,7 @@
 //! One function in memory: its settings, outcomes, counters and recent calls,
 //! and the verbs that read and change them.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -46,6 +46,8 @@ pub(crate) struct FunctionState {
     outcomes: RwLock<OutcomeIndex>,
     stats: Mutex<Stats>,
     stats_dirty: AtomicBool,
+    /// Outcomes whose count changed since they were last written.
+    dirty_outcomes: Mutex<HashSet<OutcomeId>>,
     recent: Mutex<VecDeque<RecentCall>>,
 }
 
@@ -62,6 +64,7 @@ impl FunctionState {
             outcomes: RwLock::new(index),
             stats: Mutex::new(stats),
             stats_dirty: AtomicBool::new(false),
+            dirty_outcomes: Mutex::new(HashSet::new()),
             recent: Mutex::new(VecDeque::new()),
         }
     }
@@ -77,12 +80,23 @@ impl FunctionState {
             .unwrap_or_else(|e| e.into_inner());
     }
 
-    pub(crate) fn take_dirty_stats(&self) -> Option<(FunctionId, Stats)> {
+    /// The writes that bring the store up to date with counters and counts
+    /// changed in memory.
+    pub(crate) fn take_dirty(&self) -> Vec<Write> {
+        let id = read(&self.meta).id;
+        let mut writes = Vec::new();
         if self.stats_dirty.swap(false, Ordering::AcqRel) {
-            Some((read(&self.meta).id, lock(&self.stats).clone()))
-        } else {
-            None
+            writes.push(Write::PutStats(id, lock(&self.stats).clone()));
         }
+        let dirty: Vec<OutcomeId> = lock(&self.dirty_outcomes).drain().collect();
+        let index = read(&self.outcomes);
+        writes.extend(
+            dirty
+                .iter()
+                .filter_map(|outcome| index.get(outcome))
+                .map(|stored| Write::PutOutcome(stored.snapshot())),
+        );
+        writes
     }
 
     pub(crate) fn note_persist_failure(&self) {
@@ -258,33 +272,46 @@ impl FunctionHandle {
     /// Records what the real call produced. Identical outcomes (same key and
     /// fingerprint) are stored once, with a count.
     pub fn record(&self, key: Option<CallKey>, new: NewOutcome) -> Recording {
-        let outcome = self.merge(key, new);
-        let outcome_id = outcome.id;
-        write(&self.state.outcomes).insert(outcome.clone());
-        let ack = self.persist(Write::PutOutcome(outcome));
-        Recording { outcome_id, ack }
+        let fingerprint = new.fingerprint_bytes();
+        self.record_with(key, &fingerprint, move || new)
     }
 
-    /// Adds a manual outcome (from the API or panel).
-    pub fn add_manual(&self, key: Option<CallKey>, mut new: NewOutcome) -> Recording {
-        new.is_manual = true;
-        self.record(key, new)
-    }
-
-    fn merge(&self, key: Option<CallKey>, new: NewOutcome) -> Outcome {
-        let function_id = self.id();
-        let id = OutcomeId::for_content(key.as_ref(), &new.fingerprint_bytes());
-        let now = Timestamp::now();
-        if let Some(existing) = read(&self.state.outcomes).get(&id) {
-            let mut outcome = existing.outcome().clone();
-            outcome.count += 1;
-            outcome.last_seen_at = now;
-            outcome.is_mock_only = new.is_mock_only;
-            return outcome;
+    /// Like `record`, but builds the outcome only when it is new: a repeat
+    /// of a known outcome just counts, which keeps recording cheap when an
+    /// upstream answers the same thing again and again.
+    pub fn record_with(
+        &self,
+        key: Option<CallKey>,
+        fingerprint: &[u8],
+        build: impl FnOnce() -> NewOutcome,
+    ) -> Recording {
+        let id = OutcomeId::for_content(key.as_ref(), fingerprint);
+        let existing = read(&self.state.outcomes).get(&id).cloned();
+        if let Some(existing) = existing {
+            existing.bump();
+            if let Some(key) = &key
+                && !read(&self.state.outcomes).is_latest(key, &id)
+            {
+                write(&self.state.outcomes).mark_latest(key, id);
+            }
+            let ack = if self.shared.options.durable {
+                self.persist(Write::PutOutcome(existing.snapshot()))
+            } else {
+                // Internal: counts are written with the stats, off the
+                // request path.
+                lock(&self.state.dirty_outcomes).insert(id);
+                None
+            };
+            return Recording {
+                outcome_id: id,
+                ack,
+            };
         }
-        Outcome {
+        let new = build();
+        let now = Timestamp::now();
+        let outcome = Outcome {
             id,
-            function_id,
+            function_id: self.id(),
             call_key: key,
             outcome_type: new.outcome_type,
             value: new.value,
@@ -297,7 +324,19 @@ impl FunctionHandle {
             created_at: now,
             last_seen_at: now,
             request: new.request,
+        };
+        write(&self.state.outcomes).insert(outcome.clone());
+        let ack = self.persist(Write::PutOutcome(outcome));
+        Recording {
+            outcome_id: id,
+            ack,
         }
+    }
+
+    /// Adds a manual outcome (from the API or panel).
+    pub fn add_manual(&self, key: Option<CallKey>, mut new: NewOutcome) -> Recording {
+        new.is_manual = true;
+        self.record(key, new)
     }
 
     /// One stored outcome.
@@ -308,7 +347,7 @@ impl FunctionHandle {
     /// Every stored outcome, newest first.
     pub fn outcomes(&self) -> Vec<Arc<StoredOutcome>> {
         let mut all: Vec<_> = read(&self.state.outcomes).all().cloned().collect();
-        all.sort_by_key(|o| std::cmp::Reverse(o.outcome().last_seen_at));
+        all.sort_by_key(|o| std::cmp::Reverse(o.last_seen_at()));
         all
     }
 

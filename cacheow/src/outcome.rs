@@ -2,9 +2,9 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use cacheow_storage::{CallKey, Outcome, OutcomeId, OutcomeType};
+use cacheow_storage::{CallKey, Outcome, OutcomeId, OutcomeType, Timestamp};
 use serde_json::Value;
 
 use crate::keys::canonical_json;
@@ -71,6 +71,7 @@ impl NewOutcome {
                 "value": self.value,
                 "exception_type": self.exception_type,
                 "exception_message": self.exception_message,
+                "is_mock_only": self.is_mock_only,
             }),
             &mut out,
         );
@@ -82,7 +83,10 @@ impl NewOutcome {
 /// replays it can keep a ready-to-send form (built once, reused on every
 /// replay).
 pub struct StoredOutcome {
+    /// The content as stored; its `count` and `last_seen_at` are kept in
+    /// `seen` instead, so a repeat only touches two numbers.
     outcome: Outcome,
+    seen: Mutex<(u64, Timestamp)>,
     prepared: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -97,14 +101,53 @@ impl std::fmt::Debug for StoredOutcome {
 impl StoredOutcome {
     pub(crate) fn new(outcome: Outcome) -> Self {
         Self {
+            seen: Mutex::new((outcome.count, outcome.last_seen_at)),
             outcome,
             prepared: OnceLock::new(),
         }
     }
 
-    /// The stored outcome.
+    /// The outcome's id.
+    pub fn id(&self) -> OutcomeId {
+        self.outcome.id
+    }
+
+    /// The outcome's content. Its `count` and `last_seen_at` are those it
+    /// was stored with; `count()`, `last_seen_at()` and `snapshot()` are
+    /// current.
     pub fn outcome(&self) -> &Outcome {
         &self.outcome
+    }
+
+    /// How many times it was recorded.
+    pub fn count(&self) -> u64 {
+        self.seen().0
+    }
+
+    /// When it was last recorded.
+    pub fn last_seen_at(&self) -> Timestamp {
+        self.seen().1
+    }
+
+    /// The outcome with its current count and time.
+    pub fn snapshot(&self) -> Outcome {
+        let (count, last_seen_at) = self.seen();
+        Outcome {
+            count,
+            last_seen_at,
+            ..self.outcome.clone()
+        }
+    }
+
+    /// Counts one more recording of the same outcome.
+    pub(crate) fn bump(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.0 += 1;
+        seen.1 = Timestamp::now();
+    }
+
+    fn seen(&self) -> (u64, Timestamp) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The replay-ready form of this outcome, built by `build` the first time
@@ -155,6 +198,19 @@ impl OutcomeIndex {
             }
         }
         Some(removed)
+    }
+
+    /// Makes `id` the latest outcome of `key`, for cache mode.
+    pub(crate) fn mark_latest(&mut self, key: &CallKey, id: OutcomeId) {
+        if let Some(ids) = self.by_key.get_mut(key) {
+            ids.retain(|other| *other != id);
+            ids.push(id);
+        }
+    }
+
+    /// True if `id` is already the latest outcome of `key`.
+    pub(crate) fn is_latest(&self, key: &CallKey, id: &OutcomeId) -> bool {
+        self.by_key.get(key).and_then(|ids| ids.last()) == Some(id)
     }
 
     pub(crate) fn get(&self, id: &OutcomeId) -> Option<&Arc<StoredOutcome>> {

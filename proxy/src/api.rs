@@ -185,7 +185,7 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
                 (Method::GET, ["outcomes", outcome]) => {
                     let outcome = find_outcome(&function, outcome)?;
                     Ok(ok_json(
-                        &serde_json::to_value(outcome.outcome()).expect("outcomes serialise"),
+                        &serde_json::to_value(outcome.snapshot()).expect("outcomes serialise"),
                     ))
                 }
                 (Method::DELETE, ["outcomes", outcome]) => {
@@ -364,11 +364,11 @@ fn outcome_summary(stored: &StoredOutcome) -> Value {
         "id": o.id,
         "call_key": o.call_key,
         "outcome_type": o.outcome_type,
-        "count": o.count,
+        "count": stored.count(),
         "is_manual": o.is_manual,
         "is_mock_only": o.is_mock_only,
         "created_at": o.created_at,
-        "last_seen_at": o.last_seen_at,
+        "last_seen_at": stored.last_seen_at(),
         "status": status,
         "exception_type": o.exception_type,
         "preview": preview.chars().take(200).collect::<String>(),

@@ -271,6 +271,8 @@ struct RawRoute {
     ignore_body_fields: Vec<String>,
     #[serde(default)]
     include_headers: Vec<String>,
+    #[serde(default)]
+    replay_speed: Option<toml::Spanned<f64>>,
 }
 
 #[derive(Debug, Default)]
@@ -317,10 +319,23 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
         };
+        let mut initial_config = serde_json::Map::new();
+        if let Some(speed) = &route.replay_speed {
+            let value = *speed.get_ref();
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError(format!(
+                    "config file `{}`, line {}, key route[{i}].replay_speed: must be a number ≥ 0 (1 = as recorded, 0 = at once)",
+                    path.display(),
+                    line_of(speed.span().start)
+                )));
+            }
+            initial_config.insert(crate::forward::REPLAY_SPEED.into(), value.into());
+        }
         rules.push(RouteRule {
             pattern,
             mode,
             keys: Arc::new(keys),
+            initial_config: Arc::new(initial_config),
         });
     }
     Ok(ConfigFile {

@@ -21,7 +21,8 @@ use crate::call_key::{KeyInput, call_key};
 use crate::error::{AbortConnection, ErrorKind, respond_failure};
 use crate::headers::{self, strip_hop_by_hop};
 use crate::outcome_http::{
-    Ending, Prepared, body_to_json, headers_to_json, prepare, response_outcome,
+    Ending, Prepared, body_to_json, headers_to_json, prepare, response_fingerprint,
+    response_outcome,
 };
 use crate::server::AppState;
 use crate::upstream::{self, UpstreamFailure};
@@ -178,7 +179,33 @@ struct Head {
     status: StatusCode,
     headers: http::HeaderMap,
     elapsed: Duration,
-    request: Value,
+    request: RequestRecord,
+}
+
+/// The request as shown beside its outcome, turned into JSON only when the
+/// outcome is new.
+struct RequestRecord {
+    method: http::Method,
+    url: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+    redact: Arc<Vec<String>>,
+}
+
+impl RequestRecord {
+    /// Secrets redacted.
+    fn to_json(&self) -> Value {
+        let encoding = self
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        json!({
+            "method": self.method.as_str(),
+            "url": self.url,
+            "headers": headers_to_json(&self.headers, &self.redact),
+            "body": if self.body.is_empty() { Value::Null } else { body_to_json(&self.body, encoding) },
+        })
+    }
 }
 
 /// Records what a tee captured. Returns the outcome id, the error kind if the
@@ -205,15 +232,18 @@ fn record_captured(
         Ending::Broken(kind, _) => Some(kind.clone()),
         Ending::Complete => None,
     };
-    let outcome = response_outcome(
-        head.status,
-        &head.headers,
-        &chunks,
-        ending,
-        head.elapsed,
-        head.request,
-    );
-    (Some(function.record(key, outcome).outcome_id), error, false)
+    let fingerprint = response_fingerprint(head.status, &head.headers, &chunks, error.as_deref());
+    let recording = function.record_with(key, &fingerprint, || {
+        response_outcome(
+            head.status,
+            &head.headers,
+            &chunks,
+            ending,
+            head.elapsed,
+            head.request.to_json(),
+        )
+    });
+    (Some(recording.outcome_id), error, false)
 }
 
 /// A function's `replay_speed` setting: 1 replays streams with their
@@ -325,7 +355,7 @@ impl Call<'_> {
     /// Calls upstream, streams the response to the client as it arrives and
     /// records it once it ends.
     async fn upstream(&self, body: Bytes) -> Reply {
-        let request_record = self.request_record(&body);
+        let request_record = self.request_record(body.clone());
         let response = match self.send(ProxyBody::full(body)).await {
             Ok(response) => response,
             Err(failure) => return self.record_failure(failure, request_record),
@@ -410,15 +440,18 @@ impl Call<'_> {
             buffer.extend_from_slice(&data);
         }
         let bytes = buffer.freeze();
-        let outcome = response_outcome(
-            head.status,
-            &head.headers,
-            &[(head.elapsed, bytes.clone())],
-            Ending::Complete,
-            head.elapsed,
-            head.request,
-        );
-        let recording = self.function.record(self.key, outcome);
+        let chunks = [(head.elapsed, bytes.clone())];
+        let fingerprint = response_fingerprint(head.status, &head.headers, &chunks, None);
+        let recording = self.function.record_with(self.key, &fingerprint, || {
+            response_outcome(
+                head.status,
+                &head.headers,
+                &chunks,
+                Ending::Complete,
+                head.elapsed,
+                head.request.to_json(),
+            )
+        });
         let outcome_id = recording.outcome_id;
         if let Err(e) = recording.persisted().await {
             tracing::error!(function = %self.function.id(), error = %e, "durable write failed; replying anyway");
@@ -497,11 +530,11 @@ impl Call<'_> {
         .await
     }
 
-    fn record_failure(&self, failure: UpstreamFailure, request_record: Value) -> Reply {
+    fn record_failure(&self, failure: UpstreamFailure, request_record: RequestRecord) -> Reply {
         tracing::info!(function = %self.function.id(), kind = %failure.kind, message = %failure.message, "upstream failed; recorded as an outcome");
         let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message.clone());
         outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
-        outcome.request = Some(request_record);
+        outcome.request = Some(request_record.to_json());
         let outcome_id = self.function.record(self.key, outcome).outcome_id;
         self.finish(
             Source::Upstream,
@@ -518,19 +551,14 @@ impl Call<'_> {
         )
     }
 
-    /// The request as shown beside its outcome (secrets redacted).
-    fn request_record(&self, body: &[u8]) -> Value {
-        let encoding = self
-            .parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        json!({
-            "method": self.parts.method.as_str(),
-            "url": self.target.url(),
-            "headers": headers_to_json(&self.parts.headers, &self.state.config.redact_headers),
-            "body": if body.is_empty() { Value::Null } else { body_to_json(body, encoding) },
-        })
+    fn request_record(&self, body: Bytes) -> RequestRecord {
+        RequestRecord {
+            method: self.parts.method.clone(),
+            url: self.target.url(),
+            headers: self.parts.headers.clone(),
+            body,
+            redact: self.state.config.redact_headers.clone(),
+        }
     }
 
     fn mark(&self, response: &mut Response<ProxyBody>, source: Source) {

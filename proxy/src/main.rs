@@ -68,7 +68,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             engine.data_dir().display()
         );
         println!("  panel:    http://{addr}/");
-        println!("  use it:   export HTTP_PROXY=http://{addr} HTTPS_PROXY=http://{addr}");
+        // curl reads only the lowercase names; most SDKs read either.
+        println!("  use it:   export http_proxy=http://{addr} https_proxy=http://{addr} HTTP_PROXY=http://{addr} HTTPS_PROXY=http://{addr}");
         println!(
             "  https:    trust {} (`cacheow ca` says how)",
             CaPaths::new(&engine.data_dir()).cert.display()

@@ -69,6 +69,16 @@ impl Cacheow {
         Self::start_in(data_dir, args.iter().map(|s| s.to_string()).collect())
     }
 
+    /// Starts cacheow on a copy of a data dir under `fixtures/`.
+    pub fn start_with_fixture(fixture: &str, args: &[&str]) -> Cacheow {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp data dir"));
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(fixture);
+        copy_dir(&source, data_dir.path());
+        Self::start_in(data_dir, args.iter().map(|s| s.to_string()).collect())
+    }
+
     fn start_in(data_dir: Arc<tempfile::TempDir>, args: Vec<String>) -> Cacheow {
         let stderr_path = data_dir
             .path()
@@ -113,6 +123,22 @@ impl Cacheow {
             args,
             stderr_path,
         }
+    }
+
+    /// The process id, e.g. to read its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 
     /// The data dir.
@@ -237,6 +263,19 @@ impl Drop for Cacheow {
     }
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy file");
+        }
+    }
+}
+
 fn terminate(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -270,6 +309,37 @@ fn fastish_id() -> String {
 pub type Handler =
     Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<Full<Bytes>> + Send + Sync>;
 
+/// What a streaming test upstream answers.
+pub type StreamHandler =
+    Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<ChannelBody> + Send + Sync>;
+
+/// A response body fed through a channel: each `Ok` is one chunk, an `Err`
+/// breaks the connection mid-body.
+pub struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+/// A body and the sender that feeds it.
+pub fn channel_body() -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ChannelBody,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (tx, ChannelBody(rx))
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
 /// A real HTTP server on loopback that counts its hits.
 pub struct Upstream {
     /// Where it listens.
@@ -281,6 +351,22 @@ pub struct Upstream {
 impl Upstream {
     /// Serves `handler` on an ephemeral port.
     pub async fn start(handler: Handler) -> Upstream {
+        Self::serve(handler).await
+    }
+
+    /// Serves responses whose bodies the handler feeds through a channel
+    /// (see `channel_body`), for streams and failures mid-body.
+    pub async fn streaming(handler: StreamHandler) -> Upstream {
+        Self::serve(handler).await
+    }
+
+    async fn serve<B>(
+        handler: Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<B> + Send + Sync>,
+    ) -> Upstream
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");

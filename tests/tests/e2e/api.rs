@@ -98,13 +98,14 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_changes_nothing() 
             "not_found",
             None,
         ),
+        // The client resolves the dots, so this reaches /api/functions/x.
         (
             Method::DELETE,
             f("/outcomes/../../x"),
             None,
-            404,
-            "not_found",
-            None,
+            400,
+            "invalid_id",
+            Some("id"),
         ),
         (
             Method::GET,
