@@ -305,13 +305,15 @@ fn fastish_id() -> String {
     )
 }
 
-/// What a test upstream answers: called with the request and its body.
-pub type Handler =
-    Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<Full<Bytes>> + Send + Sync>;
+/// What a test upstream answers with body type `B`: called with the request
+/// and its body.
+pub type HandlerOf<B> = Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<B> + Send + Sync>;
+
+/// What a test upstream answers.
+pub type Handler = HandlerOf<Full<Bytes>>;
 
 /// What a streaming test upstream answers.
-pub type StreamHandler =
-    Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<ChannelBody> + Send + Sync>;
+pub type StreamHandler = HandlerOf<ChannelBody>;
 
 /// A response body fed through a channel: each `Ok` is one chunk, an `Err`
 /// breaks the connection mid-body.
@@ -360,9 +362,7 @@ impl Upstream {
         Self::serve(handler).await
     }
 
-    async fn serve<B>(
-        handler: Arc<dyn Fn(&http::request::Parts, &Bytes) -> Response<B> + Send + Sync>,
-    ) -> Upstream
+    async fn serve<B>(handler: HandlerOf<B>) -> Upstream
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -18,6 +18,9 @@ async fn one_function(cacheow: &Cacheow, upstream: &Upstream) -> (String, String
     )
 }
 
+/// Method, path, body, expected status, error code and field.
+type Case = (Method, String, Option<Value>, u16, &'static str, Option<&'static str>);
+
 #[tokio::test]
 async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_changes_nothing() {
     let upstream = Upstream::echo().await;
@@ -25,7 +28,7 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_changes_nothing() 
     let (id, outcome) = one_function(&cacheow, &upstream).await;
     let before = cacheow.get(&format!("/api/functions/{id}")).await;
     let f = |rest: &str| format!("/api/functions/{id}{rest}");
-    let cases: Vec<(Method, String, Option<Value>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             f("/mode"),
