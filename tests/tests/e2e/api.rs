@@ -19,7 +19,14 @@ async fn one_function(cacheow: &Cacheow, upstream: &Upstream) -> (String, String
 }
 
 /// Method, path, body, expected status, error code and field.
-type Case = (Method, String, Option<Value>, u16, &'static str, Option<&'static str>);
+type Case = (
+    Method,
+    String,
+    Option<Value>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
 
 #[tokio::test]
 async fn bad_input_gets_a_4xx_json_error_naming_the_field_and_changes_nothing() {
