@@ -7,6 +7,11 @@
 #                 the same upstream (an nginx serving the route files);
 #   replay        cacheow in cache mode (reverse listener and forward proxy,
 #                 upstream stopped) vs nginx serving the same bytes from files.
+#   replay-tls    the same over TLS: cacheow replaying behind CONNECT with its
+#                 own CA (the HTTPS_PROXY path) vs nginx serving the files over
+#                 TLS. wrk cannot send CONNECT, so both rows of this group use
+#                 tls-load (tests/src/bin/tls-load.rs: rustls on ring, HTTP/1.1
+#                 keep-alive, the same connections and result line as wrk).
 #
 # Every server under test is pinned to one core (BENCH_SERVER_CPU, default 0);
 # wrk runs on the other (BENCH_CLIENT_CPU, default 1), and so does the upstream
@@ -18,11 +23,13 @@
 # Environment (defaults in brackets):
 #   CACHEOW_BIN        use this binary instead of building
 #                      `cargo build --release -p cacheow-proxy`
+#   TLS_LOAD_BIN       use this tls-load instead of building
+#                      `cargo build --release -p cacheow-tests --bin tls-load`
 #   BENCH_SECONDS [10] measured seconds per row   BENCH_WARMUP [2] unmeasured
 #   BENCH_ROUNDS [1]   rounds; the table shows the median of each figure
 #   BENCH_CONNECTIONS [64]  BENCH_THREADS [1] (wrk threads, all on one core)
 #   BENCH_ROUTE_COUNT [10]  BENCH_BODY_BYTES [1024]
-#   BENCH_PORT_BASE [39100] five ports from here on
+#   BENCH_PORT_BASE [39100] seven ports from here on
 #   BENCH_SERVER_CPU [0]    BENCH_CLIENT_CPU [1]
 #   BENCH_OUT [bench/out]   where results.md goes
 #   BENCH_KEEP              keep the run directory (logs, configs, data dir)
@@ -57,6 +64,8 @@ P_STATIC=$((PORT_BASE + 1))
 P_PROXY=$((PORT_BASE + 2))
 P_MAIN=$((PORT_BASE + 3))
 P_REVERSE=$((PORT_BASE + 4))
+P_TLS_STATIC=$((PORT_BASE + 5))
+P_TLS_UPSTREAM=$((PORT_BASE + 6))
 UPSTREAM="http://127.0.0.1:$P_UPSTREAM"
 
 WITH_CACHEOW=true
@@ -162,7 +171,7 @@ wait_line() {
 # === set-up ===
 
 ensure_tools() {
-    local -A package_of=([wrk]=wrk [nginx]=nginx [jq]=jq [curl]=curl
+    local -A package_of=([wrk]=wrk [nginx]=nginx [jq]=jq [curl]=curl [openssl]=openssl
         [taskset]=util-linux [pgrep]=procps)
     local tool missing=()
     for tool in "${!package_of[@]}"; do
@@ -183,7 +192,7 @@ check_cpus() {
 
 check_ports() {
     local port
-    for port in "$P_UPSTREAM" "$P_STATIC" "$P_PROXY" "$P_MAIN" "$P_REVERSE"; do
+    for port in "$P_UPSTREAM" "$P_STATIC" "$P_PROXY" "$P_MAIN" "$P_REVERSE" "$P_TLS_STATIC" "$P_TLS_UPSTREAM"; do
         ! port_open "$port" || fail "127.0.0.1:$port is in use; set BENCH_PORT_BASE"
     done
 }
@@ -197,6 +206,35 @@ build_cacheow() {
         BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/cacheow
     fi
     [[ -x $BIN ]] || fail "no cacheow binary at $BIN"
+}
+
+build_tls_load() {
+    if [[ -n ${TLS_LOAD_BIN:-} ]]; then
+        TLS_LOAD=$TLS_LOAD_BIN
+    else
+        say "building: cargo build --release -p cacheow-tests --bin tls-load"
+        (cd "$ROOT" && cargo build --release -p cacheow-tests --bin tls-load)
+        TLS_LOAD=${CARGO_TARGET_DIR:-$ROOT/target}/release/tls-load
+    fi
+    [[ -x $TLS_LOAD ]] || fail "no tls-load binary at $TLS_LOAD"
+}
+
+# make_certs: a throwaway CA and an ECDSA P-256 leaf for 127.0.0.1 (the key
+# type cacheow mints), for the TLS nginx instances; cacheow trusts the CA
+# upstream with --upstream-ca.
+make_certs() {
+    local dir=$WORK/tls
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=cacheow-bench-ca -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null ||
+        fail "openssl could not make the bench CA"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$dir/leaf.key" -out "$dir/leaf.csr" 2>/dev/null || fail "openssl could not make the leaf key"
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$dir/leaf.ext"
+    openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 2 -extfile "$dir/leaf.ext" -out "$dir/leaf.pem" 2>/dev/null || fail "openssl could not sign the leaf"
+    chmod -R a+rX "$dir"
 }
 
 # make_body INDEX: a compact JSON document of exactly BODY_BYTES bytes.
@@ -248,7 +286,8 @@ start_nginx() {
     local name=$1 cpu=$2 site=$3 port=$4
     mkdir -p "$WORK/$name-tmp"
     render "$HERE/$site" "$WORK/$name-site.conf" \
-        PORT="$port" DOCROOT="$DOCROOT" UPSTREAM_PORT="$P_UPSTREAM"
+        PORT="$port" DOCROOT="$DOCROOT" UPSTREAM_PORT="$P_UPSTREAM" \
+        CERT="$WORK/tls/leaf.pem" KEY="$WORK/tls/leaf.key"
     render "$HERE/nginx.conf.in" "$WORK/$name.conf" \
         RUN="$WORK" NAME="$name" SITE="$WORK/$name-site.conf"
     start_bg "$name" "$cpu" nginx -p "$WORK/" -c "$WORK/$name.conf" -e "$WORK/$name-error.log"
@@ -257,7 +296,8 @@ start_nginx() {
 
 start_cacheow() {
     start_bg cacheow "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$P_MAIN" \
-        --data-dir "$WORK/data" --reverse "127.0.0.1:$P_REVERSE=$UPSTREAM" --default-mode default
+        --data-dir "$WORK/data" --reverse "127.0.0.1:$P_REVERSE=$UPSTREAM" --default-mode default \
+        --upstream-ca "$WORK/tls/ca.pem"
     wait_line cacheow "listening on http://127.0.0.1:$P_MAIN"
     wait_line cacheow "reverse http://127.0.0.1:$P_REVERSE -> "
 }
@@ -271,17 +311,18 @@ api() {
     curl -fsS --noproxy '*' --max-time 10 -X "$1" "${body[@]}" "http://127.0.0.1:$P_MAIN$2"
 }
 
-# set_modes MODE: put every function of the upstream in MODE.
+# set_modes MODE [HOST]: put every function of the upstream (or of HOST,
+# host:port) in MODE.
 set_modes() {
-    local mode=$1 ids id n=0
+    local mode=$1 host=${2:-127.0.0.1:$P_UPSTREAM} ids id n=0
     ids=$(api GET /api/functions |
-        jq -r --arg host "127.0.0.1:$P_UPSTREAM" '.[] | select(.http.host == $host) | .id')
+        jq -r --arg host "$host" '.[] | select(.http.host == $host) | .id')
     for id in $ids; do
         api POST "/api/functions/$id/mode" "{\"mode\":\"$mode\"}" | jq -e --arg m "$mode" '.mode == $m' >/dev/null ||
             fail "could not set function $id to $mode"
         n=$((n + 1))
     done
-    [[ $mode == default || $n -gt 0 ]] || fail "no functions recorded for $UPSTREAM"
+    [[ $mode == default || $n -gt 0 ]] || fail "no functions recorded for $host"
     say "set $n functions to $mode"
 }
 
@@ -303,6 +344,10 @@ check_routes() {
 
 check_reverse() { check_routes cacheow-reverse "$1" "http://127.0.0.1:$P_REVERSE" --noproxy '*'; }
 check_forward() { check_routes cacheow-forward "$1" "$UPSTREAM" --noproxy '' -x "http://127.0.0.1:$P_MAIN"; }
+check_connect() {
+    check_routes cacheow-connect "$1" "https://127.0.0.1:$P_TLS_UPSTREAM" --noproxy '' \
+        -x "http://127.0.0.1:$P_MAIN" --cacert "$WORK/data/ca/cacheow-ca.pem"
+}
 
 # === measuring ===
 
@@ -337,7 +382,22 @@ settle() {
 }
 
 # run_wrk SECONDS URL PREFIX HOST: wrk on the client core, bounded by timeout.
+# An https:// URL runs tls-load instead (see the replay-tls group), with
+# PREFIX, when set, as the target it asks the proxy at URL to CONNECT to.
 run_wrk() {
+    if [[ $2 == https://* ]]; then
+        local addr=${2#https://} ca=$WORK/tls/ca.pem
+        local -a connect=()
+        if [[ -n $3 ]]; then
+            connect=(--connect "$3")
+            ca=$WORK/data/ca/cacheow-ca.pem
+        fi
+        # shellcheck disable=SC2086 # the route list is meant to split
+        timeout "$(($1 + 30))" taskset -c "$CLIENT_CPU" "$TLS_LOAD" --addr "${addr%/}" "${connect[@]}" \
+            --name 127.0.0.1 --ca "$ca" --host "${4:-${addr%/}}" --connections "$CONNECTIONS" \
+            --seconds "$1" $ROUTE_PATHS
+        return
+    fi
     BENCH_ROUTES=$ROUTE_PATHS BENCH_PREFIX=$3 BENCH_HOST=$4 \
         timeout "$(($1 + 30))" taskset -c "$CLIENT_CPU" \
         wrk -t "$THREADS" -c "$CONNECTIONS" -d "${1}s" --latency -s "$HERE/routes.lua" "$2"
@@ -389,6 +449,7 @@ facts() {
         "$($WITH_CACHEOW && "$BIN" --version 2>/dev/null || echo "cacheow not run")"
     printf 'load: wrk, %s thread(s), %s keep-alive connections, %s s per row after %s s warm-up, %s round(s) (medians shown); %s routes of %s-byte JSON, cycled\n' \
         "$THREADS" "$CONNECTIONS" "$SECONDS_PER_ROW" "$WARMUP" "$ROUNDS" "$ROUTE_COUNT" "$BODY_BYTES"
+    printf 'replay-tls rows: tls-load (rustls, ring) on core %s instead of wrk, which cannot CONNECT; TLS 1.3, ECDSA P-256 leaves on both servers, HTTP/1.1 keep-alive\n' "$CLIENT_CPU"
     printf 'pinning: server under test on core %s (alone); wrk on core %s, shared during pass-through rows with the upstream nginx (stopped during replay rows)\n' \
         "$SERVER_CPU" "$CLIENT_CPU"
     printf 'setup: nginx 1 worker, access_log off, open_file_cache, keepalive_requests 1000000; cacheow RUST_LOG=%s, fresh data dir\n' "$RUST_LOG"
@@ -509,14 +570,18 @@ ensure_tools
 check_cpus
 check_ports
 if $WITH_CACHEOW; then build_cacheow; fi
+build_tls_load
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cacheow-bench.XXXXXX")
 make_routes
+make_certs
 say "run directory $WORK; $ROUTE_COUNT routes of $BODY_BYTES bytes"
 
 start_nginx nginx-static "$SERVER_CPU" site-static.conf.in "$P_STATIC"
 start_nginx nginx-proxy "$SERVER_CPU" site-proxy.conf.in "$P_PROXY"
+start_nginx nginx-tls "$SERVER_CPU" site-tls.conf.in "$P_TLS_STATIC"
 check_routes nginx-static "" "http://127.0.0.1:$P_STATIC" --noproxy '*'
+check_routes nginx-tls "" "https://127.0.0.1:$P_TLS_STATIC" --noproxy '*' --cacert "$WORK/tls/ca.pem"
 if $WITH_CACHEOW; then start_cacheow; fi
 
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
@@ -541,6 +606,19 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     if $WITH_CACHEOW; then
         measure replay cacheow-reverse "http://127.0.0.1:$P_REVERSE" "" "" cacheow
         measure replay cacheow-forward "http://127.0.0.1:$P_MAIN" "$UPSTREAM" "127.0.0.1:$P_UPSTREAM" cacheow
+    fi
+    # (c) replay over TLS. The TLS upstream runs once, only to record.
+    if $WITH_CACHEOW && ((ROUND == 1)); then
+        start_nginx upstream-tls "$CLIENT_CPU" site-tls.conf.in "$P_TLS_UPSTREAM"
+        check_connect upstream
+        set_modes cache "127.0.0.1:$P_TLS_UPSTREAM"
+        stop upstream-tls
+        check_connect cache
+    fi
+    measure replay-tls nginx-tls "https://127.0.0.1:$P_TLS_STATIC" "" "" nginx-tls
+    if $WITH_CACHEOW; then
+        measure replay-tls cacheow-connect "https://127.0.0.1:$P_MAIN" "127.0.0.1:$P_TLS_UPSTREAM" \
+            "127.0.0.1:$P_TLS_UPSTREAM" cacheow
     fi
 done
 
