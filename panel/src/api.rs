@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -355,12 +355,48 @@ async fn reply<T: DeserializeOwned>(
     }
 }
 
+// === token ===
+
+/// Where the token lives: this tab only, gone when it closes.
+const TOKEN_KEY: &str = "cacheow-token";
+
+fn session_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok()?
+}
+
+/// Remembers the token a cacheow started with `--token` asks for, so every
+/// later request carries it.
+pub(crate) fn set_token(token: &str) -> Result<(), ApiError> {
+    session_storage()
+        .and_then(|storage| storage.set_item(TOKEN_KEY, token.trim()).ok())
+        .ok_or_else(|| ApiError::invalid("token", "this browser does not let the page keep the token"))
+}
+
+/// Adds `authorization: Bearer …` when a token was given.
+fn authorized(request: RequestBuilder) -> RequestBuilder {
+    match session_storage().and_then(|storage| storage.get_item(TOKEN_KEY).ok().flatten()) {
+        Some(token) => request.header("authorization", &format!("Bearer {token}")),
+        None => request,
+    }
+}
+
+impl ApiError {
+    /// cacheow wants a token (it listens beyond loopback).
+    pub(crate) fn is_unauthorized(&self) -> bool {
+        self.status == Some(401)
+    }
+}
+
+// === requests ===
+
 async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
-    reply(path, Request::get(path).send().await).await
+    reply(path, authorized(Request::get(path)).send().await).await
 }
 
 async fn post<T: DeserializeOwned>(path: &str, body: &impl Serialize) -> Result<T, ApiError> {
-    let request = Request::post(path).json(body).map_err(ApiError::network)?;
+    let request = authorized(Request::post(path))
+        .json(body)
+        .map_err(ApiError::network)?;
     reply(path, request.send().await).await
 }
 
@@ -417,11 +453,11 @@ pub(crate) async fn outcome(id: &str, outcome_id: &str) -> Result<Outcome, ApiEr
 
 pub(crate) async fn delete_outcome(id: &str, outcome_id: &str) -> Result<(), ApiError> {
     let path = outcome_path(id, outcome_id)?;
-    let Done {} = reply(&path, Request::delete(&path).send().await).await?;
+    let Done {} = reply(&path, authorized(Request::delete(&path)).send().await).await?;
     Ok(())
 }
 
 pub(crate) async fn rebuild_index(id: &str) -> Result<RebuildReport, ApiError> {
     let path = function_path(id, "/rebuild-index")?;
-    reply(&path, Request::post(&path).send().await).await
+    reply(&path, authorized(Request::post(&path)).send().await).await
 }

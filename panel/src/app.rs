@@ -5,6 +5,7 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::api;
+use crate::components::ErrorNote;
 use crate::pages::{FunctionPage, FunctionsPage};
 
 #[component]
@@ -50,6 +51,7 @@ fn ProxyInfo() -> impl IntoView {
                         </p>
                     }
                     .into_any(),
+                    Err(e) if e.is_unauthorized() => view! { <TokenForm/> }.into_any(),
                     Err(e) => view! {
                         <p class="proxy-info error" role="alert">
                             "Cannot read /api/info: " {e.to_string()}
@@ -59,6 +61,41 @@ fn ProxyInfo() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+/// Shown when cacheow answers 401: it was started with `--token` (as it
+/// must be off loopback), and the panel has to send that token too.
+#[component]
+fn TokenForm() -> impl IntoView {
+    let token = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<api::ApiError>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        match api::set_token(&token.get_untracked()) {
+            // Start over so every part of the page fetches again with it.
+            Ok(()) => {
+                let _ = window().location().reload();
+            }
+            Err(e) => error.set(Some(e)),
+        }
+    };
+    view! {
+        <form class="token-form" on:submit=submit role="alert" data-testid="token-form">
+            <label for="api-token">
+                "This cacheow needs its API token (" <code>"--token"</code> " / "
+                <code>"CACHEOW_TOKEN"</code> ")"
+            </label>
+            <input
+                id="api-token"
+                type="password"
+                autocomplete="off"
+                prop:value=move || token.get()
+                on:input=move |ev| token.set(event_target_value(&ev))
+            />
+            <button type="submit">"Use token"</button>
+            <ErrorNote context="Token not kept" error/>
+        </form>
     }
 }
 

@@ -793,6 +793,37 @@ async fn api_errors_are_shown_in_words() {
     browser.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cacheow_started_with_a_token_gets_it_from_the_page_once() {
+    let upstream = Upstream::echo().await;
+    let cacheow = Cacheow::start(&["--token", "let-me-in"]);
+    cacheow
+        .proxied_client()
+        .get(format!("{}/guarded", upstream.url()))
+        .send()
+        .await
+        .expect("GET");
+
+    let browser = Browser::open(&cacheow).await;
+    browser.goto("/").await;
+    let alert = browser
+        .find("[data-testid=poll-error]")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(alert.contains("HTTP 401"), "{alert}");
+    browser.type_into("#api-token", "let-me-in").await;
+    browser.click("[data-testid=token-form] button").await;
+    browser.find("[data-testid=function-row]").await;
+    assert_eq!(browser.count("[data-testid=token-form]").await, 0);
+    // Kept for the tab: a deep link works without asking again.
+    browser.goto("/ui/").await;
+    browser.find("[data-testid=function-row]").await;
+    assert_eq!(browser.count("[data-testid=token-form]").await, 0);
+    browser.close().await;
+}
+
 // === whole pages ===
 
 #[tokio::test(flavor = "multi_thread")]
