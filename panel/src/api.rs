@@ -369,7 +369,9 @@ fn session_storage() -> Option<web_sys::Storage> {
 pub(crate) fn set_token(token: &str) -> Result<(), ApiError> {
     session_storage()
         .and_then(|storage| storage.set_item(TOKEN_KEY, token.trim()).ok())
-        .ok_or_else(|| ApiError::invalid("token", "this browser does not let the page keep the token"))
+        .ok_or_else(|| {
+            ApiError::invalid("token", "this browser does not let the page keep the token")
+        })
 }
 
 /// Adds `authorization: Bearer …` when a token was given.
