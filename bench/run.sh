@@ -544,6 +544,7 @@ summarize() {
                 ratio = rps[key] / rps[r]; p99r = p99[key] / p99[r]
                 verdict = ""
                 if (errors[key] + errors[r] > 0) verdict = "INVALID: errors during the run"
+                else if (!(g in min_rps) && !(g in max_p99)) verdict = "no target (ratio reported)"
                 else {
                     if (g in min_rps && ratio < min_rps[g])
                         verdict = sprintf("MISSED req/s by %.1f%%", (min_rps[g] - ratio) / min_rps[g] * 100)
