@@ -169,7 +169,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 const PLACEHOLDER: &str = r#"<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>cacheow</title><link rel="icon" href="data:,"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; padding: 0 1rem; line-height: 1.5">
+<body>
 <h1>cacheow</h1>
 <p>This cacheow was built with <code>CACHEOW_SKIP_PANEL=1</code>, so the control panel is not included.
 Build again without it to get the panel.</p>
