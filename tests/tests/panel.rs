@@ -462,6 +462,66 @@ async fn the_filters_narrow_the_list_by_text_and_by_mode() {
     browser.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_functions_page_works_from_the_keyboard_with_a_visible_focus() {
+    const TAB: &str = "\u{E004}";
+    const SHIFT_TAB: &str = "\u{E008}\u{E004}\u{E000}";
+    const ENTER: &str = "\u{E007}";
+    const ARROW_DOWN: &str = "\u{E015}";
+    let upstream = Upstream::echo().await;
+    let cacheow = Cacheow::start(&[]);
+    cacheow
+        .proxied_client()
+        .get(format!("{}/keys", upstream.url()))
+        .send()
+        .await
+        .expect("GET");
+    let id = id_of(&cacheow, "/keys").await;
+
+    let browser = Browser::open(&cacheow).await;
+    browser.goto("/").await;
+    browser.find(&function_row(&id)).await;
+    let press = |keys: &'static str| async {
+        let focused = browser.client.active_element().await.expect("focus");
+        focused.send_keys(keys).await.expect("keys");
+    };
+    let focused_testid = || async {
+        browser
+            .js("return document.activeElement.dataset.testid || null")
+            .await
+    };
+    // From the top of the page, Tab reaches the row's mode menu.
+    let mut tabs = 0;
+    while focused_testid().await != json!("mode-select") {
+        tabs += 1;
+        assert!(tabs <= 12, "Tab never reached the mode menu");
+        press(TAB).await;
+    }
+    let outline = browser
+        .js("return getComputedStyle(document.activeElement).outlineStyle")
+        .await;
+    assert_eq!(
+        outline,
+        json!("solid"),
+        "the focused control shows no focus ring"
+    );
+    press(ARROW_DOWN).await;
+    eventually("cache mode from the keyboard", || async {
+        mode_of(&cacheow, &id).await == "cache"
+    })
+    .await;
+    // One step back is the function's link; Enter opens its page.
+    press(SHIFT_TAB).await;
+    assert_eq!(focused_testid().await, json!("function-link"));
+    press(ENTER).await;
+    browser
+        .find("[data-testid=function-page] #function-mode")
+        .await;
+    let url = browser.client.current_url().await.expect("url");
+    assert_eq!(url.path(), format!("/ui/functions/{id}"));
+    browser.close().await;
+}
+
 // === the function page ===
 
 #[tokio::test(flavor = "multi_thread")]
@@ -705,6 +765,17 @@ async fn deleting_an_outcome_removes_it_from_the_page_and_the_store() {
     eventually("its file is gone", || async { !file_of(&gone).exists() }).await;
     assert!(file_of(&kept).exists());
     assert_eq!(outcome_files(cacheow.data_dir(), &id), vec![file_of(&kept)]);
+
+    // Rebuilding the index from the files finds just the one left.
+    browser.click("#rebuild-index").await;
+    let report = browser
+        .find("[data-testid=rebuild-result]")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(report.starts_with("Indexed 1 outcome file;"), "{report}");
+    assert_eq!(browser.count(&outcome_row(&kept)).await, 1);
     browser.close().await;
 }
 
