@@ -118,7 +118,7 @@ fn guard(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> 
             "misdirected",
             format!(
                 "Host `{host}` does not name this cacheow; use http://{}",
-                state.config.listen
+                state.listen
             ),
         ));
     }
@@ -253,9 +253,9 @@ fn index() -> Value {
 fn info(state: &AppState) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "listen": state.config.listen.to_string(),
+        "listen": state.listen.to_string(),
         "data_dir": state.engine.data_dir(),
-        "proxy_url": format!("http://{}", state.config.listen),
+        "proxy_url": format!("http://{}", state.listen),
         "durable": state.config.durable,
         "max_body_bytes": state.config.max_body_bytes,
     })

@@ -58,6 +58,8 @@ pub(crate) struct AppState {
     pub(crate) upgrade_client: UpstreamClient,
     /// Leaf certificates for intercepted CONNECTs.
     pub(crate) leaves: LeafCache,
+    /// The main listener's bound address (the configured port may be 0).
+    pub(crate) listen: SocketAddr,
     /// `host:port` names under which the main listener is reached.
     own_authorities: Vec<String>,
 }
@@ -138,6 +140,7 @@ pub async fn run(
         leaves: LeafCache::new(ca),
         engine: engine.clone(),
         config,
+        listen: main_addr,
         own_authorities,
     });
     let reverse_addrs: Vec<(SocketAddr, String)> = reverse

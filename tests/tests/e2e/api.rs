@@ -272,6 +272,12 @@ async fn foreign_hosts_and_cross_origin_writes_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let info = cacheow.get("/api/info").await;
+    assert_eq!(
+        info["listen"],
+        cacheow.addr.to_string(),
+        "the bound address, not port 0"
+    );
     let index = cacheow.get("/").await;
     assert!(
         index["endpoints"]
