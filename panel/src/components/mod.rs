@@ -53,6 +53,19 @@ where
     Refresh(StoredValue::new_local(tick))
 }
 
+/// Stores what a poll brought only when it differs, so an unchanged list
+/// re-renders nothing and an unchanged error is not announced again every
+/// second.
+pub(crate) fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: RwSignal<T>, value: T) {
+    signal.maybe_update(|current| {
+        let changed = *current != value;
+        if changed {
+            *current = value;
+        }
+        changed
+    });
+}
+
 /// Runs a page's fetch again now (see [`poll`]). A handle into the reactive
 /// arena, so views and event handlers can hold it freely.
 #[derive(Clone, Copy)]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::api::{self, ApiError, FunctionDetail, Mode, OutcomeSummary, RebuildReport};
 use crate::components::{
     ErrorNote, ManualOutcomeForm, ModeSelect, OkNote, OutcomeViewer, POLL_PERIOD, Refresh,
-    WeightsEditor, clock, poll, result_badge,
+    WeightsEditor, clock, poll, result_badge, set_if_changed,
 };
 use crate::format;
 
@@ -45,12 +45,10 @@ fn FunctionView(id: String) -> impl IntoView {
             async move {
                 match api::function(&id).await {
                     Ok(fresh) => {
-                        if detail.with_untracked(|d| d.as_ref() != Some(&fresh)) {
-                            detail.set(Some(fresh));
-                        }
-                        load_error.set(None);
+                        set_if_changed(detail, Some(fresh));
+                        set_if_changed(load_error, None);
                     }
-                    Err(e) => load_error.set(Some(e)),
+                    Err(e) => set_if_changed(load_error, Some(e)),
                 }
             }
         })

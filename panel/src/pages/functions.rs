@@ -11,7 +11,7 @@ use leptos::callback::UnsyncCallback;
 use leptos::prelude::*;
 
 use crate::api::{self, ApiError, FunctionSummary, Mode};
-use crate::components::{ErrorNote, ModeSelect, POLL_PERIOD, clock, poll};
+use crate::components::{ErrorNote, ModeSelect, POLL_PERIOD, clock, poll, set_if_changed};
 
 #[component]
 pub(crate) fn FunctionsPage() -> impl IntoView {
@@ -24,11 +24,11 @@ pub(crate) fn FunctionsPage() -> impl IntoView {
     poll(POLL_PERIOD, move || async move {
         match api::list_functions().await {
             Ok(list) => {
-                functions.set(list);
-                poll_error.set(None);
+                set_if_changed(functions, list);
+                set_if_changed(poll_error, None);
                 loaded.set(true);
             }
-            Err(e) => poll_error.set(Some(e)),
+            Err(e) => set_if_changed(poll_error, Some(e)),
         }
     });
 
