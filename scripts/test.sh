@@ -38,3 +38,6 @@ cargo clippy -p cacheow-panel --target wasm32-unknown-unknown --target-dir targe
 
 step "cargo test"
 cargo test
+
+step "cargo test (panel unit tests, native)"
+cargo test -p cacheow-panel --target-dir target/panel-wasm
