@@ -564,7 +564,7 @@ summarize() {
 
 # === main ===
 
-COMMAND="$(env | { grep -E '^(BENCH_[A-Z_]+|CACHEOW_BIN)=' || true; } | sort | tr '\n' ' ')bench/run.sh${1:+ $1}"
+COMMAND="$(env | { grep -E '^(BENCH_[A-Z_]+|CACHEOW_BIN|TLS_LOAD_BIN)=' || true; } | sort | tr '\n' ' ')bench/run.sh${1:+ $1}"
 LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
 CLK_TCK=$(getconf CLK_TCK)
 ensure_tools
