@@ -72,13 +72,16 @@ async fn sse_streams_live_records_timing_and_replays_with_it() {
     let cacheow = Cacheow::start(&[]);
     let client = cacheow.proxied_client();
     let url = format!("{}/v1/chat/completions", upstream.url());
+    let send = async || {
+        client
+            .post(&url)
+            .body(r#"{"stream":true}"#)
+            .send()
+            .await
+            .unwrap()
+    };
 
-    let response = client
-        .post(&url)
-        .body(r#"{"stream":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = send().await;
     assert_eq!(response.headers()["x-cacheow-source"], "upstream");
     let (live, end) = read_chunks(response).await;
     end.unwrap();
@@ -118,12 +121,7 @@ async fn sse_streams_live_records_timing_and_replays_with_it() {
     assert_eq!(outcome["value"]["chunks"][0]["data"], "data: {\"n\":0}\n\n");
 
     cacheow.set_mode(&id, "cache").await;
-    let response = client
-        .post(&url)
-        .body(r#"{"stream":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = send().await;
     assert_eq!(response.headers()["x-cacheow-source"], "cache");
     let (replayed, end) = read_chunks(response).await;
     end.unwrap();
@@ -154,12 +152,7 @@ async fn sse_streams_live_records_timing_and_replays_with_it() {
         .await;
     assert_eq!(reply["config"]["replay_speed"], 0);
     let started = Instant::now();
-    let response = client
-        .post(&url)
-        .body(r#"{"stream":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = send().await;
     let (fast, end) = read_chunks(response).await;
     end.unwrap();
     assert!(
