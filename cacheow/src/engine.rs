@@ -38,10 +38,11 @@ pub struct FunctionSpec {
     /// Initial mode (else the engine's default mode).
     pub initial_mode: Option<Mode>,
     /// Settings kept in the function's config, updated when they change.
-    pub config: Map<String, Value>,
+    /// Shared, because a proxy builds a spec for every request.
+    pub config: Arc<Map<String, Value>>,
     /// Settings applied only when the function is created (the API may
     /// change them later).
-    pub initial_config: Map<String, Value>,
+    pub initial_config: Arc<Map<String, Value>>,
 }
 
 impl FunctionSpec {
@@ -51,8 +52,8 @@ impl FunctionSpec {
             name: name.into(),
             kind,
             initial_mode: None,
-            config: Map::new(),
-            initial_config: Map::new(),
+            config: Arc::default(),
+            initial_config: Arc::default(),
         }
     }
 }
@@ -115,11 +116,6 @@ impl Engine {
         self.shared.store.data_dir().to_owned()
     }
 
-    /// The engine's settings.
-    pub fn options(&self) -> EngineOptions {
-        self.shared.options
-    }
-
     /// The function with this identity, created (and persisted) if new.
     /// Settings in `spec.config` are merged into an existing function's
     /// config when they differ.
@@ -130,7 +126,7 @@ impl Engine {
             // Internal: this runs on every proxied request; compare in place
             // rather than cloning the function.
             if !spec.config.is_empty() && handle.config_differs(&spec.config) {
-                handle.merge_config(spec.config);
+                handle.merge_config((*spec.config).clone());
             }
             return handle;
         }
@@ -147,8 +143,10 @@ impl Engine {
         function.mode = spec
             .initial_mode
             .unwrap_or(self.shared.options.default_mode);
-        function.config = spec.initial_config;
-        function.config.extend(spec.config);
+        function.config = (*spec.initial_config).clone();
+        function
+            .config
+            .extend(spec.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         let state = Arc::new(FunctionState::new(
             function.clone(),
             Vec::new(),

@@ -45,15 +45,3 @@ pub enum EngineError {
     #[error(transparent)]
     Rebuild(#[from] cacheow_storage::RebuildError),
 }
-
-impl EngineError {
-    /// True for errors caused by the caller's input (unknown ids, bad values).
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            EngineError::UnknownFunction(_)
-                | EngineError::UnknownOutcome { .. }
-                | EngineError::Invalid { .. }
-        )
-    }
-}

@@ -53,15 +53,9 @@ pub(crate) struct FunctionState {
 
 impl FunctionState {
     pub(crate) fn new(function: Function, outcomes: Vec<Outcome>, stats: Stats) -> Self {
-        let mut index = OutcomeIndex::default();
-        let mut outcomes = outcomes;
-        outcomes.sort_by_key(|o| o.last_seen_at);
-        for outcome in outcomes {
-            index.insert(outcome);
-        }
         Self {
             meta: RwLock::new(function),
-            outcomes: RwLock::new(index),
+            outcomes: RwLock::new(OutcomeIndex::from_outcomes(outcomes)),
             stats: Mutex::new(stats),
             stats_dirty: AtomicBool::new(false),
             dirty_outcomes: Mutex::new(HashSet::new()),
@@ -72,12 +66,8 @@ impl FunctionState {
     /// Replaces settings and outcomes with what the store holds now (after a
     /// rebuild); counters and recent calls stay.
     pub(crate) fn reload(&self, function: Function, outcomes: Vec<Outcome>) {
-        let fresh = FunctionState::new(function.clone(), outcomes, Stats::default());
         *write(&self.meta) = function;
-        *write(&self.outcomes) = fresh
-            .outcomes
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
+        *write(&self.outcomes) = OutcomeIndex::from_outcomes(outcomes);
     }
 
     /// The writes that bring the store up to date with counters and counts

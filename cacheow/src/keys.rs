@@ -4,23 +4,15 @@ use serde_json::Value;
 
 use cacheow_storage::CallKey;
 
-/// Building call keys from bytes and values.
+/// Building call keys from canonical bytes (see `canonical_json`).
 pub trait CallKeyExt {
     /// The call key of some canonical bytes.
     fn of_bytes(bytes: &[u8]) -> CallKey;
-    /// The call key of a JSON value, canonicalised (sorted keys, compact).
-    fn of_json(value: &Value) -> CallKey;
 }
 
 impl CallKeyExt for CallKey {
     fn of_bytes(bytes: &[u8]) -> CallKey {
         CallKey::from_blake3(blake3::hash(bytes))
-    }
-
-    fn of_json(value: &Value) -> CallKey {
-        let mut out = Vec::new();
-        canonical_json(value, &mut out);
-        CallKey::from_blake3(blake3::hash(&out))
     }
 }
 
@@ -63,11 +55,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn key(value: &Value) -> CallKey {
+        let mut out = Vec::new();
+        canonical_json(value, &mut out);
+        CallKey::of_bytes(&out)
+    }
+
     #[test]
     fn key_order_and_whitespace_do_not_matter() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
-        assert_eq!(CallKey::of_json(&a), CallKey::of_json(&b));
+        assert_eq!(key(&a), key(&b));
         let mut out = Vec::new();
         canonical_json(&a, &mut out);
         assert_eq!(out, br#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
@@ -75,9 +73,6 @@ mod tests {
 
     #[test]
     fn different_values_differ() {
-        assert_ne!(
-            CallKey::of_json(&json!({"a": 1})),
-            CallKey::of_json(&json!({"a": 2}))
-        );
+        assert_ne!(key(&json!({"a": 1})), key(&json!({"a": 2})));
     }
 }

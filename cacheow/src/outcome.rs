@@ -175,6 +175,16 @@ pub(crate) struct OutcomeIndex {
 }
 
 impl OutcomeIndex {
+    /// An index of stored outcomes; the most recently seen of a key wins.
+    pub(crate) fn from_outcomes(mut outcomes: Vec<Outcome>) -> Self {
+        outcomes.sort_by_key(|o| o.last_seen_at);
+        let mut index = Self::default();
+        for outcome in outcomes {
+            index.insert(outcome);
+        }
+        index
+    }
+
     pub(crate) fn insert(&mut self, outcome: Outcome) -> Arc<StoredOutcome> {
         let id = outcome.id;
         if let Some(key) = outcome.call_key {

@@ -331,12 +331,7 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
             }
             initial_config.insert(crate::forward::REPLAY_SPEED.into(), value.into());
         }
-        rules.push(RouteRule {
-            pattern,
-            mode,
-            keys: Arc::new(keys),
-            initial_config: Arc::new(initial_config),
-        });
+        rules.push(RouteRule::new(pattern, mode, keys, initial_config));
     }
     Ok(ConfigFile {
         rules,

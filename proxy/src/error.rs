@@ -122,6 +122,15 @@ fn source_static(source: &str) -> &'static str {
     }
 }
 
+/// A request cacheow cannot proxy at all (a bad target or CONNECT), with
+/// what was wrong.
+pub(crate) fn bad_target(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    json_response(
+        status,
+        &json!({"error": {"status": status.as_u16(), "code": "bad_target", "message": message}}),
+    )
+}
+
 /// A JSON response with the given status.
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
     let mut bytes = serde_json::to_vec(value).expect("JSON values always serialise");

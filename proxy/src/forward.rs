@@ -83,8 +83,8 @@ pub(crate) async fn pipeline(
         name: route.name,
         kind: FunctionKind::Http,
         initial_mode: route.initial_mode,
-        config: route.keys.to_config(),
-        initial_config: (*route.initial_config).clone(),
+        config: route.config,
+        initial_config: route.initial_config,
     });
     let bytes = match body {
         RequestBody::Whole(bytes) => bytes,
@@ -587,12 +587,4 @@ impl Call<'_> {
             oversize,
         });
     }
-}
-
-/// A `502` for requests that cannot be proxied at all (bad target).
-pub(crate) fn bad_target(message: &str) -> Response<ProxyBody> {
-    crate::error::json_response(
-        StatusCode::BAD_REQUEST,
-        &json!({"error": {"status": 400, "code": "bad_target", "message": message}}),
-    )
 }

@@ -118,11 +118,30 @@ impl RoutePattern {
 /// One `[[route]]` of the config file.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteRule {
-    pub(crate) pattern: RoutePattern,
-    pub(crate) mode: Option<Mode>,
-    pub(crate) keys: Arc<KeyRules>,
+    pattern: RoutePattern,
+    mode: Option<Mode>,
+    keys: Arc<KeyRules>,
+    /// The call-key rules as shown in the function's config, computed once.
+    config: Arc<Map<String, Value>>,
     /// Settings a new function starts with (`replay_speed`).
-    pub(crate) initial_config: Arc<Map<String, Value>>,
+    initial_config: Arc<Map<String, Value>>,
+}
+
+impl RouteRule {
+    pub(crate) fn new(
+        pattern: RoutePattern,
+        mode: Option<Mode>,
+        keys: KeyRules,
+        initial_config: Map<String, Value>,
+    ) -> Self {
+        Self {
+            pattern,
+            mode,
+            config: Arc::new(keys.to_config()),
+            keys: Arc::new(keys),
+            initial_config: Arc::new(initial_config),
+        }
+    }
 }
 
 /// The function a request belongs to.
@@ -132,6 +151,7 @@ pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) initial_mode: Option<Mode>,
     pub(crate) keys: Arc<KeyRules>,
+    pub(crate) config: Arc<Map<String, Value>>,
     pub(crate) initial_config: Arc<Map<String, Value>>,
 }
 
@@ -157,6 +177,7 @@ impl RouteTable {
                     name: format!("{method} {scheme}://{host}{}", rule.pattern.path_text),
                     initial_mode: rule.mode,
                     keys: rule.keys.clone(),
+                    config: rule.config.clone(),
                     initial_config: rule.initial_config.clone(),
                 };
             }
@@ -165,6 +186,7 @@ impl RouteTable {
             name: format!("{method} {scheme}://{host}{}", template_path(path)),
             initial_mode: None,
             keys: self.default_keys.clone(),
+            config: Arc::default(),
             initial_config: Arc::default(),
         }
     }
@@ -256,12 +278,12 @@ mod tests {
 
     #[test]
     fn explicit_patterns_win_over_the_heuristic() {
-        let rule = RouteRule {
-            pattern: RoutePattern::parse("GET http://api.test/repos/{owner}/{repo}").unwrap(),
-            mode: Some(Mode::Cache),
-            keys: Arc::default(),
-            initial_config: Arc::default(),
-        };
+        let rule = RouteRule::new(
+            RoutePattern::parse("GET http://api.test/repos/{owner}/{repo}").unwrap(),
+            Some(Mode::Cache),
+            KeyRules::default(),
+            Map::new(),
+        );
         let table = RouteTable::new(vec![rule]);
         let route = table.resolve("GET", "http", "api.test", "/repos/rust-lang/rust");
         assert_eq!(route.name, "GET http://api.test/repos/{owner}/{repo}");

@@ -17,7 +17,8 @@ use tracing::Instrument;
 use crate::body::ProxyBody;
 use crate::config::{Config, Upstream};
 use crate::error::AbortConnection;
-use crate::forward::{self, Target, bad_target};
+use crate::error::bad_target;
+use crate::forward::{self, Target};
 use crate::tls::{Ca, CaError, LeafCache};
 use crate::upstream::{self, UpstreamClient};
 use crate::{api, tunnel};
@@ -256,9 +257,12 @@ async fn dispatch(
                 return Ok(api::handle(state, request).await);
             }
             if scheme != "http" {
-                return Ok(bad_target(&format!(
-                    "scheme `{scheme}` cannot be proxied as a plain request; HTTPS goes through CONNECT (set HTTPS_PROXY)"
-                )));
+                return Ok(bad_target(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "scheme `{scheme}` cannot be proxied as a plain request; HTTPS goes through CONNECT (set HTTPS_PROXY)"
+                    ),
+                ));
             }
             let target = Target {
                 scheme: scheme.to_owned(),
@@ -296,12 +300,4 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// Used by `tunnel` for errors before a tunnel is up.
-pub(crate) fn plain_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    crate::error::json_response(
-        status,
-        &serde_json::json!({"error": {"status": status.as_u16(), "code": "bad_target", "message": message}}),
-    )
 }

@@ -26,10 +26,11 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
+use crate::error::bad_target;
 use crate::error::{AbortConnection, ErrorKind, json_response};
 use crate::forward::{self, Target};
 use crate::headers::{self, strip_hop_by_hop};
-use crate::server::{AppState, plain_error};
+use crate::server::AppState;
 use crate::upstream;
 
 /// How long a client may take, after CONNECT, to send its first bytes and
@@ -196,7 +197,7 @@ pub(crate) async fn connect(
         Ok(target) => target,
         Err(message) => {
             tracing::info!(%message, "malformed CONNECT");
-            return plain_error(StatusCode::BAD_REQUEST, &message);
+            return bad_target(StatusCode::BAD_REQUEST, &message);
         }
     };
     let blind = state.config.no_intercept.iter().any(|p| p.matches(&target));
@@ -228,13 +229,13 @@ async fn tunnel_blind(
         Ok(Ok(server)) => server,
         Ok(Err(e)) => {
             tracing::info!(host = %target.host, port = target.port, error = %e, "tunnel target unreachable");
-            return plain_error(
+            return bad_target(
                 StatusCode::BAD_GATEWAY,
                 &format!("cannot reach {}:{}: {e}", target.host, target.port),
             );
         }
         Err(_) => {
-            return plain_error(
+            return bad_target(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!(
                     "cannot reach {}:{}: connect timed out",
@@ -389,7 +390,7 @@ pub(crate) async fn pass_upgrade(
         None => format!("{}://{}{}", target.scheme, target.authority, target.path),
     };
     let Ok(uri) = url.parse::<Uri>() else {
-        return Ok(plain_error(
+        return Ok(bad_target(
             StatusCode::BAD_REQUEST,
             &format!("cannot build an upstream URL from `{url}`"),
         ));

@@ -33,4 +33,4 @@ pub use model::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::{RebuildFailure, RebuildReport, Store, StoredFunction, Write};
-pub use writer::{Ack, Writer, WriterStats};
+pub use writer::{Ack, Writer};

@@ -85,11 +85,6 @@ impl Timestamp {
         let millis = Duration::from_millis(since_epoch.as_millis() as u64);
         Self(SystemTime::UNIX_EPOCH + millis)
     }
-
-    /// The wrapped time.
-    pub fn system_time(self) -> SystemTime {
-        self.0
-    }
 }
 
 impl fmt::Display for Timestamp {

@@ -169,11 +169,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Reads one function, if it exists.
-    pub fn load_function(&self, id: &FunctionId) -> Result<Option<StoredFunction>, ReadError> {
-        Ok(self.load()?.into_iter().find(|f| f.function.id == *id))
-    }
-
     /// Applies writes in one index transaction, then mirrors them to files.
     pub fn apply(&self, writes: &[Write]) -> Result<(), WriteError> {
         let mut failures = self.commit_batch(writes);

@@ -10,7 +10,6 @@
 //! (durable mode), which fires once the write is committed to the index.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -39,21 +38,11 @@ enum MirrorCommand {
     Flush(mpsc::SyncSender<()>),
 }
 
-/// Counters about the writer itself.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Transactions committed.
-    pub batches: AtomicU64,
-    /// Writes that failed.
-    pub failures: AtomicU64,
-}
-
 /// Handle to the background writer. Dropping it drains the queue and joins
 /// the threads.
 pub struct Writer {
     tx: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
-    stats: Arc<WriterStats>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -72,17 +61,14 @@ impl Writer {
         on_failure: impl Fn(FunctionId, &WriteError) + Send + Sync + 'static,
     ) -> Writer {
         let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(WriterStats::default());
-        let thread_stats = stats.clone();
         let on_failure: FailureHook = Arc::new(on_failure);
         let thread = std::thread::Builder::new()
             .name("cacheow-writer".into())
-            .spawn(move || run(&store, &rx, &on_failure, &thread_stats))
+            .spawn(move || run(&store, &rx, &on_failure))
             .expect("spawning the writer thread");
         Writer {
             tx: Some(tx),
             thread: Some(thread),
-            stats,
         }
     }
 
@@ -121,11 +107,6 @@ impl Writer {
         }
     }
 
-    /// Counters about batches and failures.
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
-    }
-
     /// Sends a command; gives it back if the thread is gone.
     fn send(&self, command: Command) -> Option<Command> {
         match &self.tx {
@@ -146,33 +127,23 @@ impl Drop for Writer {
     }
 }
 
-fn report(failures: &[(FunctionId, WriteError)], on_failure: &FailureHook, stats: &WriterStats) {
-    stats
-        .failures
-        .fetch_add(failures.len() as u64, Ordering::Relaxed);
+fn report(failures: &[(FunctionId, WriteError)], on_failure: &FailureHook) {
     for (function, error) in failures {
         tracing::error!(function = %function, error = %error, "persisting failed; the response was still served");
         on_failure(*function, error);
     }
 }
 
-fn run(
-    store: &Arc<Store>,
-    rx: &mpsc::Receiver<Command>,
-    on_failure: &FailureHook,
-    stats: &Arc<WriterStats>,
-) {
+fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook) {
     let (mirror_tx, mirror_rx) = mpsc::channel::<MirrorCommand>();
     let mirror = {
-        let (store, on_failure, stats) = (store.clone(), on_failure.clone(), stats.clone());
+        let (store, on_failure) = (store.clone(), on_failure.clone());
         std::thread::Builder::new()
             .name("cacheow-mirror".into())
             .spawn(move || {
                 for command in mirror_rx {
                     match command {
-                        MirrorCommand::Files(writes) => {
-                            report(&store.mirror(&writes), &on_failure, &stats)
-                        }
+                        MirrorCommand::Files(writes) => report(&store.mirror(&writes), &on_failure),
                         MirrorCommand::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -223,8 +194,7 @@ fn run(
                     }
                 }
                 let failures = store.commit_batch(&writes);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                report(&failures, on_failure, stats);
+                report(&failures, on_failure);
                 let batch_error = failures.first().map(|(_, e)| e.to_string());
                 for ack in acks {
                     ack(match &batch_error {
