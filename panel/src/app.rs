@@ -43,6 +43,16 @@ fn ProxyInfo() -> impl IntoView {
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 match info.await {
+                    // The in-process library serves no proxy; its data dir
+                    // is what tells one program's panel from another's.
+                    Ok(info) if info.proxy_url.is_empty() => view! {
+                        <p class="proxy-info" data-testid="proxy-info">
+                            "in process "
+                            <code>{info.data_dir}</code>
+                            <span class="version">" v" {info.version}</span>
+                        </p>
+                    }
+                    .into_any(),
                     Ok(info) => view! {
                         <p class="proxy-info" data-testid="proxy-info">
                             "proxy "

@@ -1,12 +1,13 @@
 //! The control API (docs/API.md): guards, routing, and handlers that only
 //! call the engine.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cacheow::{
-    CallKey, EngineError, FunctionHandle, FunctionId, FunctionKind, MockEntry, Mode, NewOutcome,
-    OutcomeId, OutcomeType, StoredOutcome,
+use cacheow_engine::{
+    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, MockEntry, Mode,
+    NewOutcome, OutcomeId, OutcomeType, StoredOutcome,
 };
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -16,7 +17,64 @@ use serde_json::{Map, Value, json};
 use crate::body::ProxyBody;
 use crate::error::{ErrorKind, json_response};
 use crate::outcome_http::{body_from_json, headers_from_json, headers_to_json, response_parts};
-use crate::server::AppState;
+
+/// Checks a manual outcome for a function before it is stored: the
+/// in-process library knows each wrapped function's Rust types, so it can
+/// refuse a value that would not replay. `Err` says what is wrong with it.
+pub type OutcomeCheck = Arc<dyn Fn(&FunctionId, &NewOutcome) -> Result<(), String> + Send + Sync>;
+
+/// What the control API needs: the engine, how clients reach it, and what
+/// the server serving it wants to add.
+pub(crate) struct Control {
+    pub(crate) engine: Engine,
+    /// The bound address (the configured port may be 0).
+    pub(crate) listen: SocketAddr,
+    /// `host:port` names under which the listener is reached.
+    own_authorities: Vec<String>,
+    token: Option<String>,
+    /// Fields `/api/info` adds to the common ones.
+    info: Map<String, Value>,
+    check_outcome: Option<OutcomeCheck>,
+}
+
+impl Control {
+    pub(crate) fn new(
+        engine: Engine,
+        listen: SocketAddr,
+        token: Option<String>,
+        info: Map<String, Value>,
+        check_outcome: Option<OutcomeCheck>,
+    ) -> Self {
+        let port = listen.port();
+        let own_authorities = vec![
+            listen.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        Self {
+            engine,
+            listen,
+            own_authorities,
+            token,
+            info,
+            check_outcome,
+        }
+    }
+
+    /// True if `authority` names this listener (API, not a proxy target).
+    pub(crate) fn is_own_authority(&self, authority: &str) -> bool {
+        self.own_authorities
+            .iter()
+            .any(|own| own.eq_ignore_ascii_case(authority))
+    }
+
+    /// The `Host` check against DNS rebinding. Off loopback the token is the
+    /// guard, as the name clients use for this machine cannot be known.
+    fn accepts_host(&self, host: &str) -> bool {
+        self.token.is_some() || self.is_own_authority(host)
+    }
+}
 
 /// Largest API request body accepted.
 const MAX_API_BODY: usize = 32 * 1024 * 1024;
@@ -92,7 +150,7 @@ fn accepts_html(request: &Request<Incoming>) -> bool {
 
 /// Serves one origin-form request on the main listener.
 pub(crate) async fn handle(
-    state: Arc<AppState>,
+    state: Arc<Control>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if let Err(e) = guard(&state, &request) {
@@ -105,14 +163,14 @@ pub(crate) async fn handle(
 }
 
 /// DNS-rebinding, cross-origin and token checks.
-fn guard(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
+fn guard(state: &Control, request: &Request<Incoming>) -> Result<(), ApiError> {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    if !state.is_own_authority(host) {
+    if !state.accepts_host(host) {
         return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected",
@@ -129,7 +187,7 @@ fn guard(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> 
     if changes_state && let Some(origin) = request.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let authority = origin.strip_prefix("http://").unwrap_or("");
-        if !state.is_own_authority(authority) {
+        if !state.accepts_host(authority) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -137,7 +195,7 @@ fn guard(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> 
             ));
         }
     }
-    if let Some(token) = &state.config.token
+    if let Some(token) = &state.token
         && request.uri().path().starts_with("/api/")
     {
         let given = request
@@ -156,7 +214,7 @@ fn guard(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> 
     Ok(())
 }
 
-async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
+async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
@@ -181,7 +239,9 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>) -> ApiResult {
                 (Method::POST, ["latency"]) => set_latency(&function, request).await,
                 (Method::POST, ["config"]) => set_config(&function, request).await,
                 (Method::POST, ["mock-outcomes"]) => set_mock_entries(&function, request).await,
-                (Method::POST, ["outcomes", "manual"]) => add_manual(&function, request).await,
+                (Method::POST, ["outcomes", "manual"]) => {
+                    add_manual(&function, state.check_outcome.as_ref(), request).await
+                }
                 (Method::GET, ["outcomes", outcome]) => {
                     let outcome = find_outcome(&function, outcome)?;
                     Ok(ok_json(
@@ -250,27 +310,28 @@ fn index() -> Value {
     })
 }
 
-fn info(state: &AppState) -> Value {
-    json!({
+fn info(state: &Control) -> Value {
+    let mut info = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listen": state.listen.to_string(),
         "data_dir": state.engine.data_dir(),
-        "proxy_url": format!("http://{}", state.listen),
-        "durable": state.config.durable,
-        "max_body_bytes": state.config.max_body_bytes,
-    })
+    });
+    info.as_object_mut()
+        .expect("a JSON object")
+        .extend(state.info.clone());
+    info
 }
 
 // === reading ===
 
 fn parse_function_id(text: &str) -> Result<FunctionId, ApiError> {
     text.parse()
-        .map_err(|e: cacheow::IdError| ApiError::field("invalid_id", "id", e.to_string()))
+        .map_err(|e: cacheow_engine::IdError| ApiError::field("invalid_id", "id", e.to_string()))
 }
 
 fn parse_outcome_id(text: &str) -> Result<OutcomeId, ApiError> {
     text.parse()
-        .map_err(|e: cacheow::IdError| ApiError::field("invalid_id", "outcome_id", e.to_string()))
+        .map_err(|e: cacheow_engine::IdError| ApiError::field("invalid_id", "outcome_id", e.to_string()))
 }
 
 fn find_outcome(function: &FunctionHandle, text: &str) -> Result<Arc<StoredOutcome>, ApiError> {
@@ -430,7 +491,7 @@ fn optional_bool(
 async fn set_mode(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
     let body = read_json(request).await?;
     let mode: Mode = match required(&body, "mode")? {
-        Value::String(text) => text.parse().map_err(|e: cacheow::ParseModeError| {
+        Value::String(text) => text.parse().map_err(|e: cacheow_engine::ParseModeError| {
             ApiError::field("invalid_field", "mode", e.to_string())
         })?,
         other => {
@@ -533,7 +594,7 @@ async fn set_mock_entries(function: &FunctionHandle, request: Request<Incoming>)
             ));
         };
         let outcome_id = match item.get("outcome_id") {
-            Some(Value::String(text)) => text.parse().map_err(|e: cacheow::IdError| {
+            Some(Value::String(text)) => text.parse().map_err(|e: cacheow_engine::IdError| {
                 ApiError::field("invalid_id", at("outcome_id"), e.to_string())
             })?,
             _ => {
@@ -568,12 +629,16 @@ async fn set_mock_entries(function: &FunctionHandle, request: Request<Incoming>)
     Ok(ok_json(&json!({"status": "ok"})))
 }
 
-async fn add_manual(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
+async fn add_manual(
+    function: &FunctionHandle,
+    check: Option<&OutcomeCheck>,
+    request: Request<Incoming>,
+) -> ApiResult {
     let body = read_json(request).await?;
     let is_http = function.snapshot().kind == FunctionKind::Http;
     let call_key: Option<CallKey> = match body.get("call_key") {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(text.parse().map_err(|e: cacheow::IdError| {
+        Some(Value::String(text)) => Some(text.parse().map_err(|e: cacheow_engine::IdError| {
             ApiError::field("invalid_field", "call_key", e.to_string())
         })?),
         Some(other) => {
@@ -640,6 +705,15 @@ async fn add_manual(function: &FunctionHandle, request: Request<Incoming>) -> Ap
         }
     };
     outcome.is_mock_only = optional_bool(&body, "is_mock_only", false, "is_mock_only")?;
+    if let Some(check) = check {
+        check(&function.id(), &outcome).map_err(|reason| {
+            let field = match outcome.outcome_type {
+                OutcomeType::Exception => "exception_type",
+                _ => "value",
+            };
+            ApiError::field("invalid_field", field, reason)
+        })?;
+    }
     let recording = function.add_manual(call_key, outcome);
     let outcome_id = recording.outcome_id;
     if let Err(e) = recording.persisted().await {

@@ -6,7 +6,7 @@
 //! when it parses as JSON, else raw bytes), then the included headers by
 //! lowercase name. Changing this changes every key: keep the golden test.
 
-use cacheow::{CallKey, canonical_json};
+use cacheow_engine::{CallKey, canonical_json};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheow::Mode;
+use cacheow_engine::Mode;
 use serde::Deserialize;
 
 use crate::call_key::KeyRules;

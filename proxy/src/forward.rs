@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cacheow::{
+use cacheow_engine::{
     CallKey, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec, NewOutcome, Source,
     StoredOutcome,
 };
@@ -215,7 +215,7 @@ fn record_captured(
     key: Option<CallKey>,
     head: Head,
     captured: Captured,
-) -> (Option<cacheow::OutcomeId>, Option<String>, bool) {
+) -> (Option<cacheow_engine::OutcomeId>, Option<String>, bool) {
     let (chunks, ending) = match captured {
         Captured::Complete(chunks) => (chunks, Ending::Complete),
         Captured::Broken { chunks, error } => {
@@ -572,7 +572,7 @@ impl Call<'_> {
     fn finish(
         &self,
         source: Source,
-        outcome_id: Option<cacheow::OutcomeId>,
+        outcome_id: Option<cacheow_engine::OutcomeId>,
         status: Option<u16>,
         error: Option<String>,
         oversize: bool,

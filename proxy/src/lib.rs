@@ -1,13 +1,15 @@
 //! `cacheow-proxy` owns cacheow's HTTP side: the forward proxy (absolute-form
 //! requests and CONNECT), reverse-proxy listeners, route → function mapping,
 //! call keys, upstream calls, replay of stored outcomes as HTTP, the control
-//! API and the `cacheow` command line. It reaches storage only through the
+//! API (also served alone for the in-process library, `control`) and the
+//! `cacheow` command line. It reaches storage only through the
 //! `cacheow` engine and knows nothing of redb.
 
 mod api;
 mod body;
 mod call_key;
 pub mod cli;
+pub mod control;
 pub mod config;
 mod error;
 mod forward;

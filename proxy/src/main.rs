@@ -92,7 +92,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 fn rebuild_index(args: DataDirArgs) -> ExitCode {
-    let result = cacheow::Engine::open(&args.data_dir, cacheow::EngineOptions::default())
+    let result = cacheow_engine::Engine::open(&args.data_dir, cacheow_engine::EngineOptions::default())
         .map_err(anyhow::Error::from)
         .and_then(|engine| {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,8 +118,8 @@ fn rebuild_index(args: DataDirArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             let locked = e
-                .downcast_ref::<cacheow::EngineError>()
-                .is_some_and(|e| matches!(e, cacheow::EngineError::Open(o) if o.is_locked()));
+                .downcast_ref::<cacheow_engine::EngineError>()
+                .is_some_and(|e| matches!(e, cacheow_engine::EngineError::Open(o) if o.is_locked()));
             if locked {
                 ExitCode::from(3)
             } else {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cacheow::Mode;
+use cacheow_engine::Mode;
 use serde_json::{Map, Value};
 
 use crate::call_key::KeyRules;

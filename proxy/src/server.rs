@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheow::{Engine, EngineError, EngineOptions};
+use cacheow_engine::{Engine, EngineError, EngineOptions};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Map, json};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
@@ -21,7 +22,8 @@ use crate::error::bad_target;
 use crate::forward::{self, Target};
 use crate::tls::{Ca, CaError, LeafCache};
 use crate::upstream::{self, UpstreamClient};
-use crate::{api, tunnel};
+use crate::api::{self, Control};
+use crate::tunnel;
 
 /// Why `run` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -59,19 +61,8 @@ pub(crate) struct AppState {
     pub(crate) upgrade_client: UpstreamClient,
     /// Leaf certificates for intercepted CONNECTs.
     pub(crate) leaves: LeafCache,
-    /// The main listener's bound address (the configured port may be 0).
-    pub(crate) listen: SocketAddr,
-    /// `host:port` names under which the main listener is reached.
-    own_authorities: Vec<String>,
-}
-
-impl AppState {
-    /// True if `authority` names the main listener (API, not a proxy target).
-    pub(crate) fn is_own_authority(&self, authority: &str) -> bool {
-        self.own_authorities
-            .iter()
-            .any(|own| own.eq_ignore_ascii_case(authority))
-    }
+    /// The control API on the main listener.
+    pub(crate) control: Arc<Control>,
 }
 
 /// Which listener a connection came in on.
@@ -123,26 +114,25 @@ pub async fn run(
         reverse.push((listener, addr, Arc::new(spec.upstream.clone())));
     }
 
-    let port = main_addr.port();
-    let mut own_authorities = vec![
-        main_addr.to_string(),
-        format!("localhost:{port}"),
-        format!("127.0.0.1:{port}"),
-        format!("[::1]:{port}"),
-    ];
-    if config.token.is_some() {
-        // Internal: off loopback the token is the guard; the host name the
-        // client uses for this machine cannot be known in advance.
-        own_authorities.push("*".into());
-    }
+    let info = Map::from_iter([
+        ("proxy_url".to_owned(), json!(format!("http://{main_addr}"))),
+        ("durable".to_owned(), json!(config.durable)),
+        ("max_body_bytes".to_owned(), json!(config.max_body_bytes)),
+    ]);
+    let control = Arc::new(Control::new(
+        engine.clone(),
+        main_addr,
+        config.token.clone(),
+        info,
+        None,
+    ));
     let state = Arc::new(AppState {
         client: upstream::client(&config),
         upgrade_client: upstream::upgrade_client(&config),
         leaves: LeafCache::new(ca),
         engine: engine.clone(),
         config,
-        listen: main_addr,
-        own_authorities,
+        control,
     });
     let reverse_addrs: Vec<(SocketAddr, String)> = reverse
         .iter()
@@ -167,15 +157,12 @@ pub async fn run(
         accepts.spawn(async move {
             loop {
                 tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => serve_connection(&state, &watcher, stream, peer, kind.clone()),
-                        Err(e) => {
-                            // Internal: EMFILE and friends are transient; back
-                            // off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
+                    (stream, peer) = accept(&listener) => {
+                        let state = state.clone();
+                        let kind = kind.clone();
+                        let service = service_fn(move |request| dispatch(state.clone(), request, kind.clone()));
+                        serve_connection(&watcher, stream, peer, service);
+                    }
                     _ = stop.recv() => return,
                 }
             }
@@ -198,16 +185,36 @@ pub async fn run(
     Ok(())
 }
 
-fn serve_connection(
-    state: &Arc<AppState>,
+/// The next connection. Errors such as EMFILE are transient: log, back off
+/// instead of spinning, and try again.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `stream` in its own task,
+/// watched by `watcher` for graceful shutdown.
+pub(crate) fn serve_connection<S, B>(
     watcher: &GracefulShutdown,
     stream: TcpStream,
     peer: SocketAddr,
-    kind: Listener,
-) {
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let _ = stream.set_nodelay(true);
-    let state = state.clone();
-    let service = service_fn(move |request| dispatch(state.clone(), request, kind.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -251,10 +258,10 @@ async fn dispatch(
         Listener::Main => {
             let uri = request.uri();
             let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-                return Ok(api::handle(state, request).await);
+                return Ok(api::handle(state.control.clone(), request).await);
             };
-            if state.is_own_authority(authority.as_str()) {
-                return Ok(api::handle(state, request).await);
+            if state.control.is_own_authority(authority.as_str()) {
+                return Ok(api::handle(state.control.clone(), request).await);
             }
             if scheme != "http" {
                 return Ok(bad_target(

@@ -1,6 +1,6 @@
 //! The seed's mode semantics, checked against the engine directly.
 
-use cacheow::{
+use cacheow_engine::{
     CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionHandle, FunctionKind,
     FunctionSpec, MockEntry, Mode, NewOutcome, Source,
 };

@@ -1,4 +1,4 @@
-//! `cacheow` owns the engine: for each call to a wrapped function it decides,
+//! `cacheow-engine` owns the engine: for each call to a wrapped function it decides,
 //! from the function's mode, whether to call the real thing or replay a stored
 //! outcome (cache key match, or weighted mock choice), applies latency, keeps
 //! stats and hands new outcomes to the store's background writer. It keeps an
@@ -6,7 +6,7 @@
 //! HTTP or TLS: the proxy maps requests to calls and outcomes to responses.
 //!
 //! ```
-//! use cacheow::{CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionKind, FunctionSpec, Mode, NewOutcome};
+//! use cacheow_engine::{CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionKind, FunctionSpec, Mode, NewOutcome};
 //! # let dir = tempfile_dir();
 //! let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
 //! let function = engine.ensure_function(FunctionSpec::new("my_crate::slow", FunctionKind::Sync));

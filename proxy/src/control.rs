@@ -1,0 +1,99 @@
+//! The control API and panel without the proxy: what a program using the
+//! `cacheow` library serves in process (`CACHEOW_START_SERVER`), so one
+//! panel drives wrapped Rust functions the way it drives proxied routes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cacheow_engine::Engine;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::Map;
+use tokio::net::TcpListener;
+
+pub use crate::api::OutcomeCheck;
+use crate::api::{self, Control};
+use crate::body::ProxyBody;
+use crate::error::bad_target;
+use crate::server::{accept, serve_connection};
+
+/// How long open requests may run on after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Settings for [`serve_control`].
+#[derive(Default)]
+pub struct ControlOptions {
+    /// When set, `/api/` requires `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Refuses manual outcomes that would not replay.
+    pub check_outcome: Option<OutcomeCheck>,
+}
+
+impl std::fmt::Debug for ControlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("check_outcome", &self.check_outcome.is_some())
+            .finish()
+    }
+}
+
+/// Serves the control API and the panel on `listener` until `shutdown`
+/// completes, then lets open requests finish for up to two seconds.
+pub async fn serve_control(
+    engine: Engine,
+    listener: TcpListener,
+    options: ControlOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let control = Arc::new(Control::new(
+        engine,
+        listener.local_addr()?,
+        options.token,
+        Map::new(),
+        options.check_outcome,
+    ));
+    let watcher = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (stream, peer) = accept(&listener) => {
+                let control = control.clone();
+                let service = service_fn(move |request| respond(control.clone(), request));
+                serve_connection(&watcher, stream, peer, service);
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, watcher.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("control connections still open at shutdown; closing them");
+    }
+    Ok(())
+}
+
+async fn respond(
+    control: Arc<Control>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let proxied = request.method() == Method::CONNECT
+        || request
+            .uri()
+            .authority()
+            .is_some_and(|authority| !control.is_own_authority(authority.as_str()));
+    if proxied {
+        return Ok(bad_target(
+            StatusCode::BAD_REQUEST,
+            "this is the panel and API of a program using the cacheow library; it does not \
+             proxy. Run `cacheow serve` for the HTTP proxy.",
+        ));
+    }
+    Ok(api::handle(control, request).await)
+}
