@@ -282,10 +282,15 @@ pub fn typed_future<T, F: Future<Output = T>>(future: F) -> F {
 /// The identity string of the function an anchor item sits in: the macro
 /// declares `fn __cacheow_identity` inside the wrapped function, whose type
 /// name is `crate::module::function::__cacheow_identity` (or
-/// `crate::module::Type::method::…` for methods).
+/// `crate::module::Type::method::…` for methods; items in an `async fn`
+/// sit in its `{{closure}}`, which is not part of the identity).
 pub fn identity_of<F>(anchor: &F) -> &'static str {
-    let name = std::any::type_name_of_val(anchor);
-    name.strip_suffix("::__cacheow_identity").unwrap_or(name)
+    let full = std::any::type_name_of_val(anchor);
+    let mut name = full.strip_suffix("::__cacheow_identity").unwrap_or(full);
+    while let Some(outer) = name.strip_suffix("::{{closure}}") {
+        name = outer;
+    }
+    name
 }
 
 /// Compile-time check that an argument can be part of the key.
@@ -293,4 +298,3 @@ pub fn assert_key_arg<T: KeyArg + ?Sized>() {}
 
 /// Compile-time check that a return type can be recorded.
 pub fn assert_return<T: codec::ReturnValue>() {}
-

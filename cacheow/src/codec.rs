@@ -320,7 +320,11 @@ mod tests {
         assert!(message.contains("ApiError"), "{message}");
         assert!(message.contains("Exploded: boom"), "{message}");
         let plain = Plain::<u32>::decode_error(Some("Timeout"), Some("slow"), &Value::Null);
-        assert!(plain.unwrap_err().contains("only functions returning a `Result`"));
+        assert!(
+            plain
+                .unwrap_err()
+                .contains("only functions returning a `Result`")
+        );
         let wrong = Plain::<u32>::decode_value(&json!("text")).unwrap_err();
         assert!(wrong.contains("is not a `u32`"), "{wrong}");
     }

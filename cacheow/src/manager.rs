@@ -121,8 +121,8 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     /// Opens the data dir and, if asked, starts the panel.
     pub(crate) fn start(settings: &Settings) -> Result<Manager, InitError> {
-        let engine = Engine::open(&settings.data_dir, EngineOptions::default()).map_err(|e| {
-            match &e {
+        let engine =
+            Engine::open(&settings.data_dir, EngineOptions::default()).map_err(|e| match &e {
                 EngineError::Open(open) if open.is_locked() => InitError::DataDirInUse {
                     data_dir: settings.data_dir.clone(),
                 },
@@ -130,8 +130,7 @@ impl Manager {
                     data_dir: settings.data_dir.clone(),
                     source: e,
                 },
-            }
-        })?;
+            })?;
         let checks = OutcomeChecks::default();
         let server = if settings.start_server {
             crate::server::start(&engine, settings, checks.clone())
@@ -195,7 +194,11 @@ impl Manager {
 
     /// Sets the weighted outcomes mock mode chooses from. The outcomes must
     /// exist, so the function must have been called.
-    pub fn set_mock_entries(&self, id: FunctionId, entries: Vec<MockEntry>) -> Result<(), EngineError> {
+    pub fn set_mock_entries(
+        &self,
+        id: FunctionId,
+        entries: Vec<MockEntry>,
+    ) -> Result<(), EngineError> {
         self.engine.require(&id)?.set_mock_entries(entries)
     }
 

@@ -11,7 +11,11 @@ use crate::manager::{OutcomeChecks, Settings};
 /// Starts the panel; `None` (said on stderr) when it cannot, because a
 /// busy port must not stop the program or its recordings.
 #[cfg(feature = "server")]
-pub(crate) fn start(engine: &Engine, settings: &Settings, checks: OutcomeChecks) -> Option<SocketAddr> {
+pub(crate) fn start(
+    engine: &Engine,
+    settings: &Settings,
+    checks: OutcomeChecks,
+) -> Option<SocketAddr> {
     match serve(engine, settings, checks) {
         Ok(addr) => {
             eprintln!(
@@ -21,7 +25,9 @@ pub(crate) fn start(engine: &Engine, settings: &Settings, checks: OutcomeChecks)
             Some(addr)
         }
         Err(reason) => {
-            eprintln!("cacheow: the panel is not running: {reason}. Recording and replay work without it.");
+            eprintln!(
+                "cacheow: the panel is not running: {reason}. Recording and replay work without it."
+            );
             tracing::warn!(%reason, "in-process panel not started");
             None
         }
@@ -29,7 +35,11 @@ pub(crate) fn start(engine: &Engine, settings: &Settings, checks: OutcomeChecks)
 }
 
 #[cfg(feature = "server")]
-fn serve(engine: &Engine, settings: &Settings, checks: OutcomeChecks) -> Result<SocketAddr, String> {
+fn serve(
+    engine: &Engine,
+    settings: &Settings,
+    checks: OutcomeChecks,
+) -> Result<SocketAddr, String> {
     use std::sync::Arc;
 
     use cacheow_proxy::control::{ControlOptions, OutcomeCheck, serve_control};
@@ -84,7 +94,11 @@ fn serve(engine: &Engine, settings: &Settings, checks: OutcomeChecks) -> Result<
 }
 
 #[cfg(not(feature = "server"))]
-pub(crate) fn start(_engine: &Engine, _settings: &Settings, _checks: OutcomeChecks) -> Option<SocketAddr> {
+pub(crate) fn start(
+    _engine: &Engine,
+    _settings: &Settings,
+    _checks: OutcomeChecks,
+) -> Option<SocketAddr> {
     tracing::info!("cacheow was built without its `server` feature: no in-process panel");
     None
 }

@@ -185,7 +185,10 @@ fn decode_stream<C: Codec>(outcome: OutcomeView<'_>) -> Result<Vec<C::Output>, S
                     )
                 })?,
             };
-            (&items[..], outcome.value.get("error").unwrap_or(&Value::Null))
+            (
+                &items[..],
+                outcome.value.get("error").unwrap_or(&Value::Null),
+            )
         }
     };
     let mut decoded = items

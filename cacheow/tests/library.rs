@@ -1,0 +1,394 @@
+//! `#[cacheow]` end to end in a real process: each case runs in a child
+//! process of this test binary, because cacheow reads `CACHEOW_ENABLE` and
+//! opens its data dir once per process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cacheow::{FunctionId, MockEntry, Mode, NewOutcome, cacheow, function_id};
+use futures_util::{Stream, StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Set in the child: the case to run.
+const CASE: &str = "CACHEOW_TEST_CASE";
+
+/// Runs `case` in a child process with cacheow enabled on a fresh data dir
+/// (`env` adds or overrides variables). In the parent it returns the data
+/// dir for checks on disk once the child has exited; in the child, `None`.
+fn in_child(case: &str, env: &[(&str, &str)], body: impl FnOnce()) -> Option<PathBuf> {
+    if std::env::var(CASE).as_deref() == Ok(case) {
+        body();
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([case, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CASE, case)
+        .env("CACHEOW_ENABLE", "1")
+        .env("CACHEOW_DATA_DIR", &dir)
+        .env("CACHEOW_START_SERVER", "0");
+    for (key, value) in env {
+        child.env(key, value);
+    }
+    let output = child.output().unwrap();
+    assert!(
+        output.status.success(),
+        "case {case} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(dir)
+}
+
+fn function_dir(dir: &Path, id: FunctionId) -> PathBuf {
+    dir.join("functions").join(id.to_string())
+}
+
+/// The outcome files of a function, oldest first.
+fn outcome_files(dir: &Path, id: FunctionId) -> Vec<(PathBuf, Value)> {
+    let outcomes = function_dir(dir, id).join("outcomes");
+    let mut files: Vec<_> = std::fs::read_dir(&outcomes)
+        .unwrap_or_else(|e| panic!("{}: {e}", outcomes.display()))
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            (path, value)
+        })
+        .collect();
+    files.sort_by_key(|(_, file)| file["created_at"].to_string());
+    files
+}
+
+fn manager() -> &'static cacheow::Manager {
+    cacheow::get_manager().expect("CACHEOW_ENABLE=1 in the child")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// === sync ===
+
+static SQUARES: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow]
+fn slow_square(x: u64) -> u64 {
+    SQUARES.fetch_add(1, Ordering::SeqCst);
+    x * x
+}
+
+#[test]
+fn sync_records_replays_from_cache_and_mocks_unseen_arguments() {
+    let case = "sync_records_replays_from_cache_and_mocks_unseen_arguments";
+    let Some(dir) = in_child(case, &[], || {
+        let id = function_id!(slow_square);
+        assert_eq!((slow_square(3), slow_square(3)), (9, 9));
+        assert_eq!(
+            SQUARES.load(Ordering::SeqCst),
+            2,
+            "default mode always runs"
+        );
+
+        manager().set_mode(id, Mode::Cache);
+        assert_eq!(slow_square(3), 9);
+        assert_eq!(
+            SQUARES.load(Ordering::SeqCst),
+            2,
+            "a cache hit runs nothing"
+        );
+        assert_eq!(slow_square(4), 16);
+        assert_eq!(SQUARES.load(Ordering::SeqCst), 3, "a miss runs and records");
+
+        manager().set_mode(id, Mode::Mock);
+        manager().set_latency(id, 150);
+        let started = Instant::now();
+        let mocked = slow_square(1_000);
+        assert!(
+            mocked == 9 || mocked == 16,
+            "a recorded outcome, got {mocked}"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "latency in mock mode"
+        );
+        assert_eq!(
+            SQUARES.load(Ordering::SeqCst),
+            3,
+            "mock never runs the body"
+        );
+
+        manager().set_mode(id, Mode::Cache);
+        let started = Instant::now();
+        assert_eq!(slow_square(4), 16);
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "latency in cache mode"
+        );
+        let stats = manager().function(id).unwrap().stats();
+        assert_eq!((stats.cache_hits, stats.mock_calls), (2, 1));
+    }) else {
+        return;
+    };
+    let id = function_id!(slow_square);
+    let files = outcome_files(&dir, id);
+    let values: Vec<_> = files.iter().map(|(_, f)| f["value"].clone()).collect();
+    assert_eq!(values, [json!(9), json!(16)]);
+    assert_eq!(
+        files[0].1["count"], 2,
+        "the repeat is counted, not stored twice"
+    );
+    let function: Value = serde_json::from_slice(
+        &std::fs::read(function_dir(&dir, id).join("function.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(function["kind"], "sync");
+    assert_eq!(function["name"], "library::slow_square");
+    assert_eq!(function["mode"], "cache");
+}
+
+// === async, Result ===
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum LookupError {
+    NotFound(String),
+    Timeout,
+}
+
+static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow]
+async fn lookup(name: String) -> Result<u32, LookupError> {
+    LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    match name.as_str() {
+        "ada" => Ok(36),
+        _ => Err(LookupError::NotFound(name)),
+    }
+}
+
+#[test]
+fn async_results_record_err_as_exceptions_and_replay_the_same_err() {
+    let case = "async_results_record_err_as_exceptions_and_replay_the_same_err";
+    let Some(dir) = in_child(case, &[], || {
+        runtime().block_on(async {
+            let id = function_id!(lookup);
+            manager().set_mode(id, Mode::Cache);
+            assert_eq!(lookup("ada".into()).await, Ok(36));
+            let missing = Err(LookupError::NotFound("bob".into()));
+            assert_eq!(lookup("bob".into()).await, missing);
+            assert_eq!(lookup("ada".into()).await, Ok(36));
+            assert_eq!(lookup("bob".into()).await, missing);
+            assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2, "both replayed");
+
+            // A manual exception (as the panel adds) that `LookupError` can
+            // be built from replays as that `Err`.
+            let function = manager().function(id).unwrap();
+            let manual = function
+                .add_manual(None, NewOutcome::exception("Timeout", "upstream too slow"))
+                .outcome_id;
+            manager()
+                .set_mock_entries(
+                    id,
+                    vec![MockEntry {
+                        outcome_id: manual,
+                        weight: 1.0,
+                        enabled: true,
+                        ignore_args: true,
+                    }],
+                )
+                .unwrap();
+            manager().set_mode(id, Mode::Mock);
+            assert_eq!(lookup("zed".into()).await, Err(LookupError::Timeout));
+            assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2);
+        });
+    }) else {
+        return;
+    };
+    let files = outcome_files(&dir, function_id!(lookup));
+    let (_, err) = files
+        .iter()
+        .find(|(_, f)| f["outcome_type"] == "exception" && f["is_manual"] == false)
+        .expect("the Err is on disk");
+    assert_eq!(err["exception_type"], "LookupError");
+    assert_eq!(err["value"], json!({"NotFound": "bob"}));
+    let function: Value = serde_json::from_slice(
+        &std::fs::read(function_dir(&dir, function_id!(lookup)).join("function.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(function["kind"], "async");
+}
+
+// === streams ===
+
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow]
+fn tokens(prompt: String) -> impl Stream<Item = Result<String, String>> {
+    STREAMS.fetch_add(1, Ordering::SeqCst);
+    let mut items: Vec<Result<String, String>> =
+        prompt.split(' ').map(|word| Ok(word.to_owned())).collect();
+    if prompt.contains("fail") {
+        items.push(Err("quota exceeded".into()));
+    }
+    stream::iter(items)
+}
+
+#[test]
+fn streams_record_items_and_a_terminal_error_and_replay_them() {
+    let case = "streams_record_items_and_a_terminal_error_and_replay_them";
+    let Some(dir) = in_child(case, &[], || {
+        runtime().block_on(async {
+            let id = function_id!(tokens);
+            manager().set_mode(id, Mode::Cache);
+            let ok: Vec<_> = tokens("hello there".into()).collect().await;
+            let failing: Vec<_> = tokens("this will fail".into()).collect().await;
+            assert_eq!(failing.last(), Some(&Err("quota exceeded".to_owned())));
+            // Dropped half way: counted, not recorded.
+            let first = tokens("never finished".into()).next().await;
+            assert_eq!(first, Some(Ok("never".to_owned())));
+            assert_eq!(STREAMS.load(Ordering::SeqCst), 3);
+
+            assert_eq!(tokens("hello there".into()).collect::<Vec<_>>().await, ok);
+            assert_eq!(
+                tokens("this will fail".into()).collect::<Vec<_>>().await,
+                failing
+            );
+            assert_eq!(STREAMS.load(Ordering::SeqCst), 3, "replays run nothing");
+            assert_eq!(manager().function(id).unwrap().outcome_count(), 2);
+        });
+    }) else {
+        return;
+    };
+    let files = outcome_files(&dir, function_id!(tokens));
+    assert_eq!(files.len(), 2);
+    assert!(files.iter().all(|(_, f)| f["outcome_type"] == "stream"));
+    let (_, failing) = files
+        .iter()
+        .find(|(_, f)| f["exception_type"].is_string())
+        .unwrap();
+    assert_eq!(failing["value"]["items"], json!(["this", "will", "fail"]));
+    assert_eq!(failing["value"]["error"], "quota exceeded");
+}
+
+// === methods, ignore, name ===
+
+struct Client {
+    calls: AtomicUsize,
+}
+
+impl Client {
+    #[cacheow(ignore = "trace_id")]
+    fn complete(&self, prompt: &str, trace_id: u64) -> String {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        format!("echo {prompt} ({trace_id})")
+    }
+
+    #[cacheow(name = "pinned::name")]
+    fn pinned(&self) -> u8 {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        7
+    }
+}
+
+#[test]
+fn methods_leave_self_and_ignored_arguments_out_of_the_key() {
+    let case = "methods_leave_self_and_ignored_arguments_out_of_the_key";
+    in_child(case, &[], || {
+        let client = Client {
+            calls: AtomicUsize::new(0),
+        };
+        let id = function_id!(Client::complete);
+        manager().set_mode(id, Mode::Cache);
+        assert_eq!(client.complete("hi", 1), "echo hi (1)");
+        assert_eq!(
+            client.complete("hi", 2),
+            "echo hi (1)",
+            "trace_id is not in the key"
+        );
+        assert_eq!(client.calls.load(Ordering::SeqCst), 1);
+        let function = manager()
+            .function(id)
+            .expect("the method's id is what function_id! says");
+        assert_eq!(function.snapshot().name, "library::Client::complete");
+
+        assert_eq!(client.pinned(), 7);
+        let pinned = manager()
+            .function(FunctionId::for_identity("pinned::name"))
+            .expect("a pinned name is the identity");
+        assert_eq!(pinned.outcome_count(), 1);
+    });
+}
+
+// === off ===
+
+static OFF_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow]
+fn counted() -> usize {
+    OFF_CALLS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[test]
+fn disabled_functions_run_their_body_and_touch_no_disk() {
+    let case = "disabled_functions_run_their_body_and_touch_no_disk";
+    let Some(dir) = in_child(case, &[("CACHEOW_ENABLE", "0")], || {
+        assert!(cacheow::get_manager().is_none());
+        assert!(cacheow::init_error().is_none());
+        assert_eq!((counted(), counted()), (1, 2));
+    }) else {
+        return;
+    };
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+// === bad outcomes ===
+
+#[test]
+fn a_cached_outcome_that_no_longer_fits_the_type_falls_back_to_the_body() {
+    let case = "a_cached_outcome_that_no_longer_fits_the_type_falls_back_to_the_body";
+    in_child(case, &[], || {
+        let id = function_id!(slow_square);
+        assert_eq!(slow_square(5), 25);
+        // A hand edit gone wrong, then rebuild-index.
+        let dir = manager().data_dir();
+        let (path, mut file) = outcome_files(&dir, id).remove(0);
+        file["value"] = json!("twenty-five");
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        runtime()
+            .block_on(manager().engine().rebuild_index(Some(id)))
+            .unwrap();
+
+        manager().set_mode(id, Mode::Cache);
+        assert_eq!(slow_square(5), 25);
+        assert_eq!(SQUARES.load(Ordering::SeqCst), 2, "fell back to the body");
+    });
+}
+
+#[cacheow]
+fn never_recorded(x: u8) -> u8 {
+    x
+}
+
+#[test]
+fn mock_mode_with_nothing_to_replay_panics_with_what_to_do() {
+    let case = "mock_mode_with_nothing_to_replay_panics_with_what_to_do";
+    in_child(case, &[], || {
+        manager().set_mode(function_id!(never_recorded), Mode::Mock);
+        let panic = std::panic::catch_unwind(|| never_recorded(1)).unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains("library::never_recorded"), "{message}");
+        assert!(message.contains("mock mode"), "{message}");
+        assert!(message.contains("add a manual outcome"), "{message}");
+    });
+}
