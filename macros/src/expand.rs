@@ -3,8 +3,8 @@
 //! `::cacheow::__private::…` paths and its locals `__cacheow_*`, so it
 //! cannot clash with the user's names.
 
-use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, FnArg, ItemFn, ReturnType};
 
@@ -65,20 +65,19 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
         }
     }
 
-    // Locals are built with the call-site span even inside `quote_spanned!`,
-    // which only lends the user's span to the checks, so that they still
-    // resolve when the function comes from a `macro_rules!`.
-    let key = Ident::new("__cacheow_key", Span::call_site());
     let key_args = plan
         .args
         .iter()
         .zip(&idents)
         .filter(|(arg, _)| arg.keyed)
         .map(|(arg, ident)| {
-            let ty = &arg.ty;
-            quote_spanned! {ty.span()=>
+            // The error names the type; the caret goes under the argument.
+            let span = at(&arg.pat);
+            let ty = respan(&arg.ty, span);
+            let ident = Ident::new(&ident.to_string(), span);
+            quote_spanned! {span=>
                 ::cacheow::__private::assert_key_arg::<#ty>();
-                #key.arg(&#ident);
+                __cacheow_key.arg(&#ident);
             }
         });
     let lets = plan.args.iter().zip(&idents).map(|(arg, ident)| {
@@ -88,17 +87,19 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
     let stmts = &block.stmts;
     let body = quote!(#(#lets)* #(#stmts)*);
 
-    let codec_ty = &plan.codec.ty;
+    let ret_span = at(&plan.codec.ty);
+    let codec_ty = respan(&plan.codec.ty, ret_span);
     let codec = if plan.codec.fallible {
-        quote_spanned!(codec_ty.span()=> ::cacheow::__private::Fallible<#codec_ty>)
+        quote_spanned!(ret_span=> ::cacheow::__private::Fallible<#codec_ty>)
     } else {
-        quote_spanned!(codec_ty.span()=> ::cacheow::__private::Plain<#codec_ty>)
+        quote_spanned!(ret_span=> ::cacheow::__private::Plain<#codec_ty>)
     };
     let return_checks = plan
         .codec
         .values
         .iter()
-        .map(|ty| quote_spanned!(ty.span()=> ::cacheow::__private::assert_return::<#ty>();));
+        .map(|ty| respan(ty, ret_span))
+        .map(|ty| quote_spanned!(ret_span=> ::cacheow::__private::assert_return::<#ty>();));
 
     let identity = match &plan.name {
         Some(name) => quote!(#name),
@@ -112,11 +113,17 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
                 ReturnType::Default => quote!(),
                 ReturnType::Type(arrow, ty) => quote!(#arrow #ty),
             };
-            let closure = quote!(move || #ret { #body });
+            // A body that mutates through `&mut self` makes the closure
+            // `FnMut`, and calling one needs a `mut` binding.
+            let closure = quote! {
+                #[allow(unused_mut)]
+                let mut __cacheow_body = move || #ret { #body };
+            };
+            let run = quote_spanned!(ret_span=> __cacheow_call.run_sync::<#codec>(__cacheow_body));
             let call = quote! {
                 match __cacheow_call {
                     ::core::option::Option::None => __cacheow_body(),
-                    ::core::option::Option::Some(__cacheow_call) => __cacheow_call.run_sync::<#codec>(__cacheow_body),
+                    ::core::option::Option::Some(__cacheow_call) => #run,
                 }
             };
             (quote!(Sync), closure, call)
@@ -124,21 +131,24 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
         Kind::Async => {
             // The declared output type lets `?` inside the block infer.
             let closure = quote! {
-                move || ::cacheow::__private::typed_future::<#codec_ty, _>(async move { #body })
+                let __cacheow_body = move || {
+                    ::cacheow::__private::typed_future::<#codec_ty, _>(async move { #body })
+                };
+            };
+            let run = quote_spanned! {ret_span=>
+                __cacheow_call.run_async::<#codec, _>(__cacheow_body).await
             };
             let call = quote! {
                 match __cacheow_call {
                     ::core::option::Option::None => __cacheow_body().await,
-                    ::core::option::Option::Some(__cacheow_call) => {
-                        __cacheow_call.run_async::<#codec, _>(__cacheow_body).await
-                    }
+                    ::core::option::Option::Some(__cacheow_call) => #run,
                 }
             };
             (quote!(Async), closure, call)
         }
         Kind::Stream { boxed } => {
             // No annotation: `impl Stream` cannot be written on a closure.
-            let closure = quote!(move || { #body });
+            let closure = quote!(let __cacheow_body = move || { #body };);
             let stream =
                 quote!(::cacheow::__private::stream::<#codec, _>(__cacheow_call, __cacheow_body));
             let call = if boxed {
@@ -162,11 +172,43 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
                 __cacheow_identity,
             );
             #(#return_checks)*
-            let __cacheow_call = __CACHEOW_SITE.start(|#key| {
+            let __cacheow_call = __CACHEOW_SITE.start(|__cacheow_key| {
                 #(#key_args)*
             });
-            let __cacheow_body = #closure;
+            #closure
             #call
         }
     }
+}
+
+// Internal: each check on a type (the `assert_*` call, the key's `arg`
+// call, each use of the codec) is written entirely at one span: the
+// argument's or the return type's location with the call site's hygiene. rustc drops a repeated error at an
+// identical span, so a bad type is reported once, at the user's type, with
+// the runtime's message; and generated names keep resolving to generated
+// locals even when the function comes from a `macro_rules!`. Only the
+// location of the user's type tokens changes, not how they resolve: type
+// paths are not hygienic.
+
+/// The location of `node` with the call site's hygiene.
+fn at(node: &impl Spanned) -> Span {
+    Span::call_site().located_at(node.span())
+}
+
+/// `tokens` with every token at `span`.
+fn respan(tokens: &impl ToTokens, span: Span) -> TokenStream {
+    tokens
+        .to_token_stream()
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), respan(&group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }

@@ -412,7 +412,7 @@ fn sync_expansion_keys_arguments_and_rebinds_patterns() {
         out.contains("assert_return::<u8>();::cacheow::__private::assert_return::<E>();"),
         "{out}"
     );
-    assert!(out.contains("move||->Result<u8,E>{leta=__cacheow_arg0;let(x,y)=__cacheow_arg1;letmutc=__cacheow_arg2;Ok(a)}"), "{out}");
+    assert!(out.contains("letmut__cacheow_body=move||->Result<u8,E>{leta=__cacheow_arg0;let(x,y)=__cacheow_arg1;letmutc=__cacheow_arg2;Ok(a)}"), "{out}");
     assert!(
         out.contains("run_sync::<::cacheow::__private::Fallible<Result<u8,E>>>(__cacheow_body)"),
         "{out}"
@@ -435,7 +435,7 @@ fn async_expansion_awaits_and_pins_the_output_type() {
     );
     assert!(out.contains("FunctionKind::Async"), "{out}");
     assert!(
-        out.contains("typed_future::<u8,_>(asyncmove{self.0})"),
+        out.contains("move||{::cacheow::__private::typed_future::<u8,_>(asyncmove{self.0})}"),
         "{out}"
     );
     assert!(out.contains("None=>__cacheow_body().await"), "{out}");

@@ -1,0 +1,10 @@
+use cacheow::cacheow;
+
+#[cacheow(ttl = "5s")]
+fn add(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+fn main() {
+    add(1, 2);
+}
