@@ -111,6 +111,27 @@ fn local(n: u32) -> LocalBoxStream<'static, io::Result<u32>> {
     stream::iter((0..n).map(Ok)).boxed_local()
 }
 
+// === from a `macro_rules!`, whose locals are hygienic ===
+
+macro_rules! echo {
+    ($name:ident, $t:ty) => {
+        #[cacheow]
+        fn $name(value: $t) -> $t {
+            value
+        }
+    };
+    ($name:ident, $arg:ident: $t:ty) => {
+        #[cacheow(ignore = "verbose")]
+        fn $name($arg: $t, verbose: bool) -> $t {
+            let _ = verbose;
+            $arg
+        }
+    };
+}
+
+echo!(echo_u32, u32);
+echo!(echo_string, text: String);
+
 // === methods and associated functions ===
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -121,7 +142,7 @@ struct Client {
 
 impl Client {
     #[cacheow]
-    fn new(base: u32) -> Client {
+    fn new(base: u32) -> Self {
         Client { base, calls: 0 }
     }
 
@@ -168,6 +189,8 @@ pub(crate) fn main() {
     assert_eq!(aliased("a", 3, 0), Ok(2));
     assert_eq!(aliased("a", 0, 0), Err(FetchError::NotFound(0)));
     assert_eq!(std_result("5".into()), Ok(5));
+    assert_eq!(echo_u32(4), 4);
+    assert_eq!(echo_string("hi".into(), true), "hi");
 
     let mut client = Client::new(100);
     assert_eq!(client.get(1), 101);
