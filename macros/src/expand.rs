@@ -149,8 +149,9 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
         Kind::Stream { boxed } => {
             // No annotation: `impl Stream` cannot be written on a closure.
             let closure = quote!(let __cacheow_body = move || { #body };);
-            let stream =
-                quote!(::cacheow::__private::stream::<#codec, _>(__cacheow_call, __cacheow_body));
+            let stream = quote_spanned! {ret_span=>
+                ::cacheow::__private::stream::<#codec, _>(__cacheow_call, __cacheow_body)
+            };
             let call = if boxed {
                 quote!(::std::boxed::Box::pin(#stream))
             } else {
@@ -183,12 +184,12 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
 
 // Internal: each check on a type (the `assert_*` call, the key's `arg`
 // call, each use of the codec) is written entirely at one span: the
-// argument's or the return type's location with the call site's hygiene. rustc drops a repeated error at an
-// identical span, so a bad type is reported once, at the user's type, with
-// the runtime's message; and generated names keep resolving to generated
-// locals even when the function comes from a `macro_rules!`. Only the
-// location of the user's type tokens changes, not how they resolve: type
-// paths are not hygienic.
+// argument's or the return type's location, with the call site's hygiene.
+// rustc drops a repeated error at an identical span, so a bad type is
+// reported once, there, with the runtime's message. The call site's hygiene
+// keeps generated names resolving to generated locals even when the
+// function comes from a `macro_rules!`; respanning the user's type tokens
+// moves them but does not change how they resolve (paths are not hygienic).
 
 /// The location of `node` with the call site's hygiene.
 fn at(node: &impl Spanned) -> Span {
