@@ -49,8 +49,17 @@ impl Site {
 
     /// Starts a call; `None` when cacheow is disabled or the arguments
     /// cannot be hashed, and the caller then runs its body as is.
+    #[inline]
     pub fn start(&'static self, key: impl FnOnce(&mut KeyBuilder)) -> Option<Call> {
         let manager = crate::get_manager()?;
+        self.start_enabled(manager, key)
+    }
+
+    fn start_enabled(
+        &'static self,
+        manager: &'static Manager,
+        key: impl FnOnce(&mut KeyBuilder),
+    ) -> Option<Call> {
         let started = Instant::now();
         let mut builder = KeyBuilder::default();
         key(&mut builder);

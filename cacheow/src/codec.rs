@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of a cacheow call key: it does not implement `serde::Serialize`",
     label = "this argument is hashed into the call key",
-    note = "derive or implement `serde::Serialize` for `{Self}`, or leave the argument out of the key with `#[cacheow(ignore = \"name\")]`"
+    note = "derive or implement `serde::Serialize` for the argument's type, or leave the argument out of the key with `#[cacheow(ignore = \"<argument name>\")]`"
 )]
 pub trait KeyArg: Serialize {}
 
@@ -114,7 +114,9 @@ pub trait Codec: 'static {
 #[derive(Debug)]
 pub struct Plain<T>(PhantomData<fn() -> T>);
 
-impl<T: Serialize + DeserializeOwned + 'static> Codec for Plain<T> {
+// Bounds through `ReturnValue`, so a type that is not serde-ready is
+// reported with its message even behind a `Result` alias.
+impl<T: ReturnValue + 'static> Codec for Plain<T> {
     type Output = T;
 
     fn encode(output: &T) -> Result<Encoded, serde_json::Error> {
@@ -152,8 +154,8 @@ pub struct Fallible<R>(PhantomData<fn() -> R>);
 
 impl<T, E> Codec for Fallible<Result<T, E>>
 where
-    T: Serialize + DeserializeOwned + 'static,
-    E: Serialize + DeserializeOwned + 'static,
+    T: ReturnValue + 'static,
+    E: ReturnValue + 'static,
 {
     type Output = Result<T, E>;
 

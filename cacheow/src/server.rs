@@ -20,7 +20,7 @@ pub(crate) fn start(
         Ok(addr) => {
             eprintln!(
                 "cacheow: panel and API at http://{addr} (data dir {})",
-                crate::manager::shown(&settings.data_dir)
+                shown(&settings.data_dir)
             );
             Some(addr)
         }
@@ -32,6 +32,15 @@ pub(crate) fn start(
             None
         }
     }
+}
+
+/// The data dir as the banner shows it: absolute when it exists.
+#[cfg(feature = "server")]
+fn shown(dir: &std::path::Path) -> String {
+    dir.canonicalize()
+        .unwrap_or_else(|_| dir.to_owned())
+        .display()
+        .to_string()
 }
 
 #[cfg(feature = "server")]
