@@ -50,6 +50,31 @@ pub fn cacheow_bin() -> &'static Path {
     })
 }
 
+/// The README's complete example (`examples/complete`, a crate outside the
+/// workspace that depends on `cacheow` by path), built once per test run
+/// into this run's target dir, so it shares the workspace's build artifacts.
+pub fn complete_example_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let profile_dir = cacheow_bin().parent().expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target");
+        let manifest =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/complete/Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--locked", "--manifest-path"])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build for the example");
+        assert!(status.success(), "building {} failed", manifest.display());
+        profile_dir.join("complete")
+    })
+}
+
 /// A running `cacheow`, stopped (gracefully) on drop.
 pub struct Cacheow {
     child: Option<Child>,
@@ -77,6 +102,14 @@ impl Cacheow {
             .join(fixture);
         copy_dir(&source, data_dir.path());
         Self::start_in(data_dir, args.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Starts cacheow on a data dir something else has written.
+    pub fn start_on(data_dir: tempfile::TempDir, args: &[&str]) -> Cacheow {
+        Self::start_in(
+            Arc::new(data_dir),
+            args.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     fn start_in(data_dir: Arc<tempfile::TempDir>, args: Vec<String>) -> Cacheow {
