@@ -149,10 +149,7 @@ fn accepts_html(request: &Request<Incoming>) -> bool {
 }
 
 /// Serves one origin-form request on the main listener.
-pub(crate) async fn handle(
-    state: Arc<Control>,
-    request: Request<Incoming>,
-) -> Response<ProxyBody> {
+pub(crate) async fn handle(state: Arc<Control>, request: Request<Incoming>) -> Response<ProxyBody> {
     if let Err(e) = guard(&state, &request) {
         return e.into_response();
     }
@@ -330,8 +327,9 @@ fn parse_function_id(text: &str) -> Result<FunctionId, ApiError> {
 }
 
 fn parse_outcome_id(text: &str) -> Result<OutcomeId, ApiError> {
-    text.parse()
-        .map_err(|e: cacheow_engine::IdError| ApiError::field("invalid_id", "outcome_id", e.to_string()))
+    text.parse().map_err(|e: cacheow_engine::IdError| {
+        ApiError::field("invalid_id", "outcome_id", e.to_string())
+    })
 }
 
 fn find_outcome(function: &FunctionHandle, text: &str) -> Result<Arc<StoredOutcome>, ApiError> {

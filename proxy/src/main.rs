@@ -92,14 +92,15 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 fn rebuild_index(args: DataDirArgs) -> ExitCode {
-    let result = cacheow_engine::Engine::open(&args.data_dir, cacheow_engine::EngineOptions::default())
-        .map_err(anyhow::Error::from)
-        .and_then(|engine| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            Ok(runtime.block_on(engine.rebuild_index(None))?)
-        });
+    let result =
+        cacheow_engine::Engine::open(&args.data_dir, cacheow_engine::EngineOptions::default())
+            .map_err(anyhow::Error::from)
+            .and_then(|engine| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(runtime.block_on(engine.rebuild_index(None))?)
+            });
     match result {
         Ok(report) => {
             println!(
@@ -117,9 +118,9 @@ fn rebuild_index(args: DataDirArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            let locked = e
-                .downcast_ref::<cacheow_engine::EngineError>()
-                .is_some_and(|e| matches!(e, cacheow_engine::EngineError::Open(o) if o.is_locked()));
+            let locked = e.downcast_ref::<cacheow_engine::EngineError>().is_some_and(
+                |e| matches!(e, cacheow_engine::EngineError::Open(o) if o.is_locked()),
+            );
             if locked {
                 ExitCode::from(3)
             } else {

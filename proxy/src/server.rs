@@ -15,15 +15,15 @@ use serde_json::{Map, json};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use crate::api::{self, Control};
 use crate::body::ProxyBody;
 use crate::config::{Config, Upstream};
 use crate::error::AbortConnection;
 use crate::error::bad_target;
 use crate::forward::{self, Target};
 use crate::tls::{Ca, CaError, LeafCache};
-use crate::upstream::{self, UpstreamClient};
-use crate::api::{self, Control};
 use crate::tunnel;
+use crate::upstream::{self, UpstreamClient};
 
 /// Why `run` stopped.
 #[derive(Debug, thiserror::Error)]
