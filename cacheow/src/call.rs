@@ -63,8 +63,8 @@ impl Site {
         let started = Instant::now();
         let mut builder = KeyBuilder::default();
         key(&mut builder);
-        let call_key = match builder.finish() {
-            Ok(call_key) => call_key,
+        let (call_key, args) = match builder.finish() {
+            Ok(finished) => finished,
             Err(e) => {
                 if !self.key_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -85,6 +85,7 @@ impl Site {
             manager,
             function,
             key: call_key,
+            args,
             started,
         })
     }
@@ -108,15 +109,16 @@ impl KeyBuilder {
         }
     }
 
-    /// blake3 of the canonical JSON (sorted keys) of the argument list, so
-    /// map ordering never changes a key.
-    fn finish(self) -> Result<CallKey, serde_json::Error> {
+    /// The key, blake3 of the canonical JSON (sorted keys) of the argument
+    /// list, so map ordering never changes it; and the arguments.
+    fn finish(self) -> Result<(CallKey, Value), serde_json::Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        let args = Value::Array(self.args);
         let mut bytes = Vec::new();
-        canonical_json(&Value::Array(self.args), &mut bytes);
-        Ok(CallKey::of_bytes(&bytes))
+        canonical_json(&args, &mut bytes);
+        Ok((CallKey::of_bytes(&bytes), args))
     }
 }
 
@@ -127,6 +129,8 @@ pub struct Call {
     manager: &'static Manager,
     function: FunctionHandle,
     key: CallKey,
+    /// The key's arguments, stored with a new outcome for people to read.
+    args: Value,
     started: Instant,
 }
 
@@ -234,10 +238,11 @@ impl Call {
     /// waits until it is on disk, so nothing is lost when the program exits
     /// right after. A failure to persist is logged and never changes the
     /// result.
-    pub(crate) fn record(&self, outcome: Option<NewOutcome>) {
+    pub(crate) fn record(mut self, outcome: Option<NewOutcome>) {
         let (outcome_id, error) = match outcome {
             Some(mut new) => {
                 new.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+                new.request = Some(serde_json::json!({ "args": self.args.take() }));
                 let error = new.exception_type.clone();
                 let recording = self.function.record(Some(self.key), new);
                 (Some(recording.outcome_id), error)

@@ -144,6 +144,11 @@ fn sync_records_replays_from_cache_and_mocks_unseen_arguments() {
         files[0].1["count"], 2,
         "the repeat is counted, not stored twice"
     );
+    assert_eq!(
+        files[0].1["request"],
+        json!({"args": [3]}),
+        "the arguments, for people"
+    );
     let function: Value = serde_json::from_slice(
         &std::fs::read(function_dir(&dir, id).join("function.json")).unwrap(),
     )
