@@ -33,6 +33,10 @@ cargo fmt --all --check
 step "cargo clippy (host crates)"
 cargo clippy --all-targets -- -D warnings
 
+step "examples/complete (its own workspace): fmt and clippy"
+cargo fmt --manifest-path examples/complete/Cargo.toml --check
+CARGO_TARGET_DIR=target cargo clippy --manifest-path examples/complete/Cargo.toml --locked -- -D warnings
+
 step "cargo clippy (panel, wasm32)"
 cargo clippy -p cacheow-panel --target wasm32-unknown-unknown --target-dir target/panel-wasm -- -D warnings
 

@@ -1083,3 +1083,39 @@ async fn assert_no_sideways_scroll(browser: &Browser, label: &str) {
         "{label}: the page scrolls sideways by {overflow} px"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_functions_recorded_by_the_library_are_listed_with_their_outcomes() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let output = Command::new(cacheow_tests::complete_example_bin())
+        .env("CACHEOW_ENABLE", "1")
+        .env("CACHEOW_DATA_DIR", data_dir.path())
+        .env("CACHEOW_START_SERVER", "0")
+        .output()
+        .expect("running the complete example");
+    assert!(output.status.success(), "{output:?}");
+    let cacheow = Cacheow::start_on(data_dir, &[]);
+    let compute = id_of(&cacheow, "complete::expensive_computation").await;
+    let forecast = id_of(&cacheow, "complete::fetch_forecast").await;
+
+    let browser = Browser::open(&cacheow).await;
+    browser.goto("/").await;
+    for (id, name) in [
+        (&compute, "complete::expensive_computation"),
+        (&forecast, "complete::fetch_forecast"),
+    ] {
+        let row = function_row(id);
+        browser.find(&row).await;
+        let label = browser.text(&format!("{row} .fn-name")).await;
+        assert!(label.contains(name), "{label}");
+    }
+    browser.goto(&format!("/ui/functions/{forecast}")).await;
+    browser.find("[data-testid=outcome-row]").await;
+    eventually("both outcomes are listed", || async {
+        browser.count("[data-testid=outcome-row]").await == 2
+    })
+    .await;
+    let table = browser.text("[data-testid=outcomes-table]").await;
+    assert!(table.contains("no forecast for Atlantis"), "{table}");
+    browser.close().await;
+}
