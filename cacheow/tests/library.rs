@@ -397,3 +397,23 @@ fn mock_mode_with_nothing_to_replay_panics_with_what_to_do() {
         assert!(message.contains("add a manual outcome"), "{message}");
     });
 }
+
+#[test]
+fn a_failing_disk_never_changes_a_result() {
+    let case = "a_failing_disk_never_changes_a_result";
+    in_child(case, &[], || {
+        let dir = manager().data_dir();
+        // A file where the mirror's directory must go makes every mirror
+        // write fail, even for root.
+        std::fs::write(dir.join("functions"), "in the way").unwrap();
+        for x in 0..3 {
+            assert_eq!(slow_square(x), x * x);
+        }
+        let id = function_id!(slow_square);
+        manager().set_mode(id, Mode::Cache);
+        assert_eq!(slow_square(2), 4, "recorded in memory, replayed");
+        assert_eq!(SQUARES.load(Ordering::SeqCst), 3);
+        let stats = manager().function(id).unwrap().stats();
+        assert!(stats.persist_failures >= 1, "{stats:?}");
+    });
+}
