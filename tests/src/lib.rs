@@ -3,10 +3,10 @@
 //! upstreams on loopback that count their hits, and drives it with real
 //! clients. Tests live in `tests/`, one binary per concern.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,6 +73,63 @@ pub fn complete_example_bin() -> &'static Path {
         assert!(status.success(), "building {} failed", manifest.display());
         profile_dir.join("complete")
     })
+}
+
+/// `src/bin/wrapped.rs` (pass `env!("CARGO_BIN_EXE_wrapped")`), running with
+/// cacheow enabled on `data_dir` and its panel on a free port.
+pub struct Wrapped {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// The in-process panel, if it started.
+    pub url: Option<String>,
+}
+
+impl Wrapped {
+    pub fn start(bin: &str, data_dir: &Path) -> Wrapped {
+        let mut child = Command::new(bin)
+            .env("CACHEOW_ENABLE", "1")
+            .env("CACHEOW_DATA_DIR", data_dir)
+            .env("CACHEOW_SERVER_PORT", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        let url = match ready.trim().strip_prefix("ready ") {
+            Some("off") => None,
+            Some(url) => Some(url.to_owned()),
+            None => panic!("expected `ready …`, got {ready:?}"),
+        };
+        Wrapped {
+            child,
+            stdin,
+            stdout,
+            url,
+        }
+    }
+
+    /// Calls `quote(symbol)`: its result as JSON and how often the body has
+    /// run so far.
+    pub fn quote(&mut self, symbol: &str) -> (Value, u64) {
+        writeln!(self.stdin, "quote {symbol}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let reply: Value = serde_json::from_str(&line).unwrap();
+        (reply["result"].clone(), reply["runs"].as_u64().unwrap())
+    }
+
+    /// Closes stdin and returns what the program wrote to stderr.
+    pub fn finish(self) -> String {
+        drop(self.stdin);
+        let output = self.child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    }
 }
 
 /// A running `cacheow`, stopped (gracefully) on drop.

@@ -4,12 +4,10 @@
 //! their output, the files on disk, the in-process API, and `cacheow serve`
 //! on the same data dir.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 
 use cacheow::FunctionId;
-use cacheow_tests::{Cacheow, complete_example_bin, outcome_files};
+use cacheow_tests::{Cacheow, Wrapped, complete_example_bin, outcome_files};
 use serde_json::{Value, json};
 
 /// One line of the example's output.
@@ -153,66 +151,10 @@ async fn the_complete_example_records_replays_and_mocks_and_cacheow_serve_lists_
     assert_eq!(failure["preview"], "no forecast for Atlantis");
 }
 
-/// `src/bin/wrapped.rs`, running.
-struct Wrapped {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// The in-process panel, if it started.
-    url: Option<String>,
-}
-
-impl Wrapped {
-    fn start(data_dir: &Path) -> Wrapped {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wrapped"))
-            .env("CACHEOW_ENABLE", "1")
-            .env("CACHEOW_DATA_DIR", data_dir)
-            .env("CACHEOW_SERVER_PORT", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut ready = String::new();
-        stdout.read_line(&mut ready).unwrap();
-        let url = match ready.trim().strip_prefix("ready ") {
-            Some("off") => None,
-            Some(url) => Some(url.to_owned()),
-            None => panic!("expected `ready …`, got {ready:?}"),
-        };
-        Wrapped {
-            child,
-            stdin,
-            stdout,
-            url,
-        }
-    }
-
-    /// Calls `quote(symbol)`: its result as JSON and how often the body has
-    /// run so far.
-    fn quote(&mut self, symbol: &str) -> (Value, u64) {
-        writeln!(self.stdin, "quote {symbol}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let reply: Value = serde_json::from_str(&line).unwrap();
-        (reply["result"].clone(), reply["runs"].as_u64().unwrap())
-    }
-
-    /// Closes stdin and returns what the program wrote to stderr.
-    fn finish(self) -> String {
-        drop(self.stdin);
-        let output = self.child.wait_with_output().unwrap();
-        assert!(output.status.success());
-        String::from_utf8(output.stderr).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_program_serves_the_panel_and_api_in_process() {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut program = Wrapped::start(data_dir.path());
+    let mut program = Wrapped::start(env!("CARGO_BIN_EXE_wrapped"), data_dir.path());
     let url = program.url.clone().expect("the in-process panel started");
     let client = reqwest::Client::new();
     let api = |path: &str| format!("{url}/api/functions{path}");
@@ -325,7 +267,7 @@ async fn a_program_serves_the_panel_and_api_in_process() {
 #[tokio::test]
 async fn a_data_dir_owned_by_a_running_proxy_gives_a_clear_error_and_calls_still_work() {
     let cacheow = Cacheow::start(&[]);
-    let mut program = Wrapped::start(cacheow.data_dir());
+    let mut program = Wrapped::start(env!("CARGO_BIN_EXE_wrapped"), cacheow.data_dir());
     assert_eq!(program.url, None, "cacheow is off in that program");
     assert_eq!(program.quote("ACME").1, 1);
     assert_eq!(program.quote("ACME"), (json!({"Ok": 12.5}), 2));

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cacheow_tests::{Cacheow, Upstream, eventually, json_reply, outcome_files};
+use cacheow_tests::{Cacheow, Upstream, Wrapped, eventually, json_reply, outcome_files};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,10 +40,11 @@ impl Browser {
     /// Opens a browser on `cacheow` with every host but loopback unresolvable,
     /// so the page can only reach cacheow itself.
     async fn open(cacheow: &Cacheow) -> Browser {
-        Self::open_with(cacheow, &[]).await
+        Self::open_at(cacheow.url(), &[]).await
     }
 
-    async fn open_with(cacheow: &Cacheow, extra_args: &[&str]) -> Browser {
+    /// Opens a browser on the panel at `base` (`http://HOST:PORT`).
+    async fn open_at(base: String, extra_args: &[&str]) -> Browser {
         for binary in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(binary).exists(),
@@ -96,7 +97,7 @@ impl Browser {
             .expect("a WebDriver session with headless Chromium");
         Browser {
             client,
-            base: cacheow.url(),
+            base,
             _driver: driver,
             _profile: profile,
         }
@@ -1048,7 +1049,7 @@ async fn screenshots_of_both_pages_at_desktop_and_narrow_widths() {
     browser.close().await;
 
     // The same two pages with the system in dark mode.
-    let dark = Browser::open_with(&cacheow, &["--force-dark-mode"]).await;
+    let dark = Browser::open_at(cacheow.url(), &["--force-dark-mode"]).await;
     assert_eq!(
         dark.js("return matchMedia('(prefers-color-scheme: dark)').matches")
             .await,
@@ -1118,4 +1119,61 @@ async fn rust_functions_recorded_by_the_library_are_listed_with_their_outcomes()
     let table = browser.text("[data-testid=outcomes-table]").await;
     assert!(table.contains("no forecast for Atlantis"), "{table}");
     browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_added_in_the_in_process_panel_replays_as_the_functions_err() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let mut program = Wrapped::start(env!("CARGO_BIN_EXE_wrapped"), data_dir.path());
+    let url = program.url.clone().expect("the in-process panel");
+    assert_eq!(program.quote("ACME").1, 1);
+    let list: Value = reqwest::get(format!("{url}/api/functions"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+
+    let browser = Browser::open_at(url.clone(), &[]).await;
+    browser.goto(&format!("/ui/functions/{id}")).await;
+    assert!(
+        browser
+            .text("[data-testid=proxy-info]")
+            .await
+            .starts_with("in process")
+    );
+    // An error the function's error type has no variant for is refused.
+    browser.click("#manual-kind-failure").await;
+    browser.type_into("#manual-error-type", "Exploded").await;
+    browser.type_into("#manual-message", "boom").await;
+    browser.click("#manual-submit").await;
+    let refused = browser.find("[data-testid=manual-error]").await;
+    let refused = refused.text().await.expect("text");
+    assert!(refused.contains("cannot build the error type"), "{refused}");
+    // One it has, with the message as its data.
+    browser
+        .type_into("#manual-error-type", "UnknownSymbol")
+        .await;
+    browser.type_into("#manual-message", "XYZ").await;
+    browser.click("#manual-submit").await;
+    browser.find("[data-testid=manual-ok]").await;
+    browser.select("#function-mode", "mock").await;
+    eventually("the outcome is the only enabled mock", || async {
+        let detail: Value = reqwest::get(format!("{url}/api/functions/{id}"))
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON");
+        detail["mode"] == "mock" && detail["outcome_count"] == 2
+    })
+    .await;
+    let replies: Vec<_> = (0..20).map(|_| program.quote("NEW").0).collect();
+    assert!(
+        replies.contains(&json!({"Err": {"UnknownSymbol": "XYZ"}})),
+        "{replies:?}"
+    );
+    browser.close().await;
+    program.finish();
 }

@@ -33,6 +33,9 @@ enum BodyFormat {
 /// The form as typed.
 #[derive(Clone, Debug, PartialEq)]
 struct Draft {
+    /// A wrapped Rust function (`sync`, `async`, `stream`), not an HTTP
+    /// route: a return value is any JSON, a failure an error of any name.
+    rust: bool,
     failure: bool,
     status: String,
     headers: String,
@@ -47,6 +50,7 @@ struct Draft {
 impl Default for Draft {
     fn default() -> Self {
         Self {
+            rust: false,
             failure: false,
             status: "200".into(),
             headers: "content-type: application/json".into(),
@@ -61,6 +65,19 @@ impl Default for Draft {
 }
 
 impl Draft {
+    /// A blank form for an HTTP route (`rust: false`) or a Rust function.
+    fn new(rust: bool) -> Self {
+        if !rust {
+            return Self::default();
+        }
+        Self {
+            rust,
+            body: "null".into(),
+            failure_kind: String::new(),
+            ..Self::default()
+        }
+    }
+
     /// The ManualOutcome body of docs/API.md, or which field is wrong.
     fn to_request(&self) -> Result<Value, ApiError> {
         let call_key = match self.call_key.trim() {
@@ -77,10 +94,30 @@ impl Draft {
         };
         if self.failure {
             let message = self.message.trim();
+            if self.rust && self.failure_kind.trim().is_empty() {
+                return Err(ApiError::invalid(
+                    "exception_type",
+                    "name the error, e.g. a variant of the function's error type such as `Timeout`",
+                ));
+            }
             return Ok(json!({
                 "outcome_type": "exception",
-                "exception_type": self.failure_kind,
+                "exception_type": self.failure_kind.trim(),
                 "exception_message": if message.is_empty() { Value::Null } else { message.into() },
+                "is_mock_only": self.mock_only,
+                "call_key": call_key,
+            }));
+        }
+        if self.rust {
+            let value = serde_json::from_str::<Value>(&self.body).map_err(|e| {
+                ApiError::invalid(
+                    "value",
+                    format!("the value is not valid JSON ({e}); a string needs quotes"),
+                )
+            })?;
+            return Ok(json!({
+                "outcome_type": "return",
+                "value": value,
                 "is_mock_only": self.mock_only,
                 "call_key": call_key,
             }));
@@ -145,14 +182,17 @@ impl Draft {
     }
 }
 
-/// Adds an outcome by hand: a response, or a failure of any kind.
+/// Adds an outcome by hand: for an HTTP route a response or a transport
+/// failure; for a Rust function a return value or a named error.
 #[component]
 pub(crate) fn ManualOutcomeForm(
     function_id: String,
+    /// A wrapped Rust function rather than an HTTP route.
+    rust: bool,
     /// Called with the new outcome's id.
     on_added: UnsyncCallback<String>,
 ) -> impl IntoView {
-    let draft = RwSignal::new(Draft::default());
+    let draft = RwSignal::new(Draft::new(rust));
     let error = RwSignal::new(None::<ApiError>);
     let added = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
@@ -198,7 +238,7 @@ pub(crate) fn ManualOutcomeForm(
                             prop:checked=move || !is_failure()
                             on:change=move |_| set(&|d| d.failure = false)
                         />
-                        "Response"
+                        {if rust { "Return value" } else { "Response" }}
                     </label>
                     <label>
                         <input
@@ -208,12 +248,25 @@ pub(crate) fn ManualOutcomeForm(
                             prop:checked=is_failure
                             on:change=move |_| set(&|d| d.failure = true)
                         />
-                        "Failure"
+                        {if rust { "Error" } else { "Failure" }}
                     </label>
                 </fieldset>
                 <Show
                     when=is_failure
-                    fallback=move || view! {
+                    fallback=move || if rust { view! {
+                        <div class="fields">
+                            <label class="full">
+                                <span>"Value, as JSON (what the function returns; for a stream, the list of items)"</span>
+                                <textarea
+                                    id="manual-value"
+                                    rows="5"
+                                    spellcheck="false"
+                                    prop:value=move || draft.with(|d| d.body.clone())
+                                    on:input=move |ev| { let v = event_target_value(&ev); set(&|d| d.body = v.clone()) }
+                                ></textarea>
+                            </label>
+                        </div>
+                    }.into_any() } else { view! {
                         <div class="fields">
                             <label>
                                 <span>"Status"</span>
@@ -265,8 +318,38 @@ pub(crate) fn ManualOutcomeForm(
                                 ></textarea>
                             </label>
                         </div>
-                    }
+                    }.into_any() }
                 >
+                    {if rust { view! {
+                    <div class="fields">
+                        <label>
+                            <span>"Error"</span>
+                            <input
+                                id="manual-error-type"
+                                type="text"
+                                spellcheck="false"
+                                placeholder="e.g. Timeout"
+                                prop:value=move || draft.with(|d| d.failure_kind.clone())
+                                on:input=move |ev| { let v = event_target_value(&ev); set(&|d| d.failure_kind = v.clone()) }
+                            />
+                        </label>
+                        <label class="grow">
+                            <span>"Message or data"</span>
+                            <input
+                                id="manual-message"
+                                type="text"
+                                placeholder="e.g. upstream too slow"
+                                prop:value=move || draft.with(|d| d.message.clone())
+                                on:input=move |ev| { let v = event_target_value(&ev); set(&|d| d.message = v.clone()) }
+                            />
+                        </label>
+                        <p class="hint full" data-testid="failure-hint">
+                            "Replayed as " <code>"Err"</code> " when the function's error type can be built from it: \
+                             a variant named by the error (with the message as its data), the message itself, \
+                             or the message read as JSON. The program refuses one it cannot replay."
+                        </p>
+                    </div>
+                    }.into_any() } else { view! {
                     <div class="fields">
                         <label>
                             <span>"Failure"</span>
@@ -295,6 +378,7 @@ pub(crate) fn ManualOutcomeForm(
                             {move || draft.with(|d| FAILURE_KINDS.iter().find(|(k, _)| *k == d.failure_kind).map(|(_, what)| *what))}
                         </p>
                     </div>
+                    }.into_any() }}
                 </Show>
                 <div class="fields">
                     <label class="check">
@@ -360,6 +444,37 @@ mod tests {
                 "exception_message": "injected", "is_mock_only": true, "call_key": null,
             })
         );
+    }
+
+    #[test]
+    fn a_rust_function_takes_any_json_value_and_any_named_error() {
+        let value = Draft {
+            body: "[\"a\", \"b\"]".into(),
+            ..Draft::new(true)
+        };
+        assert_eq!(value.to_request().unwrap()["value"], json!(["a", "b"]));
+        let error = Draft {
+            failure: true,
+            failure_kind: " Timeout ".into(),
+            message: "slow".into(),
+            ..Draft::new(true)
+        };
+        let body = error.to_request().unwrap();
+        assert_eq!(
+            (&body["exception_type"], &body["exception_message"]),
+            (&json!("Timeout"), &json!("slow"))
+        );
+        let field = |d: Draft| d.to_request().unwrap_err().field.unwrap();
+        let unnamed = Draft {
+            failure: true,
+            ..Draft::new(true)
+        };
+        assert_eq!(field(unnamed), "exception_type");
+        let unquoted = Draft {
+            body: "cheap".into(),
+            ..Draft::new(true)
+        };
+        assert_eq!(field(unquoted), "value");
     }
 
     #[test]

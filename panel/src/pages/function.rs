@@ -154,6 +154,7 @@ fn FunctionBody(
         <RecentCalls detail selected/>
         <ManualOutcomeForm
             function_id=id.clone()
+            rust=detail.with_untracked(|d| d.as_ref().is_some_and(|d| d.summary.kind != "http"))
             on_added=UnsyncCallback::new(move |outcome_id: String| {
                 selected.set(Some(outcome_id));
                 refresh.now();
@@ -361,7 +362,7 @@ fn OutcomesTable(
             {move || {
                 ids.with(Vec::is_empty)
                     .then(|| view! {
-                        <p class="empty">"No outcomes yet: call this route in default or cache mode, or add one below."</p>
+                        <p class="empty">"No outcomes yet: call this function in default or cache mode, or add one below."</p>
                     })
             }}
             <div class="table-wrap">
