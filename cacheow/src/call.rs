@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cacheow_engine::{
     CallKey, CallKeyExt, Decision, Finished, FunctionHandle, FunctionKind, NewOutcome, OutcomeId,
-    OutcomeType, Source, canonical_json,
+    OutcomeType, Source, Unrecorded, canonical_json,
 };
 use serde_json::Value;
 
@@ -210,7 +210,7 @@ impl Call {
                 let error = (outcome.outcome().outcome_type == OutcomeType::Exception)
                     .then(|| outcome.outcome().exception_type.clone())
                     .flatten();
-                self.finish(source, Some(outcome.id()), error);
+                self.finish(source, Some(outcome.id()), error, None);
                 Plan::Replay { value, delay }
             }
             Err(reason) if source == Source::Cache => {
@@ -239,21 +239,31 @@ impl Call {
     /// right after. A failure to persist is logged and never changes the
     /// result.
     pub(crate) fn record(mut self, outcome: Option<NewOutcome>) {
-        let (outcome_id, error) = match outcome {
+        match outcome {
             Some(mut new) => {
                 new.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
                 new.request = Some(serde_json::json!({ "args": self.args.take() }));
                 let error = new.exception_type.clone();
                 let recording = self.function.record(Some(self.key), new);
-                (Some(recording.outcome_id), error)
+                self.finish(Source::Upstream, Some(recording.outcome_id), error, None);
             }
-            None => (None, None),
-        };
-        self.finish(Source::Upstream, outcome_id, error);
+            None => self.finish(
+                Source::Upstream,
+                None,
+                None,
+                Some(Unrecorded::NotSerializable),
+            ),
+        }
         self.manager.engine().flush();
     }
 
-    fn finish(&self, source: Source, outcome_id: Option<OutcomeId>, error: Option<String>) {
+    fn finish(
+        &self,
+        source: Source,
+        outcome_id: Option<OutcomeId>,
+        error: Option<String>,
+        unrecorded: Option<Unrecorded>,
+    ) {
         self.function.finish(Finished {
             call_key: Some(self.key),
             source,
@@ -261,7 +271,7 @@ impl Call {
             elapsed: self.started.elapsed(),
             status: None,
             error,
-            oversize: false,
+            unrecorded,
         });
     }
 

@@ -60,61 +60,106 @@ pub enum Decision {
     },
 }
 
-pub(crate) fn decide(
-    function: FunctionId,
-    mode: Mode,
-    latency: (u64, u64),
-    mock_entries: &[MockEntry],
-    index: &OutcomeIndex,
-    key: &CallKey,
-) -> Result<Decision, NoMockOutcome> {
-    let (fixed_ms, jitter_ms) = latency;
+/// Which stored outcomes one call may be served, beyond its call key. The
+/// layer that knows the kind of call says: HTTP checks `Vary`, conditional
+/// requests and connect failures; plain functions accept everything.
+pub trait ReplayFilter {
+    /// True if `outcome` may answer this call as a `source` (cache or mock)
+    /// replay.
+    fn accepts(&self, outcome: &StoredOutcome, source: Source) -> bool;
+}
+
+/// Accepts every outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyOutcome;
+
+impl ReplayFilter for AnyOutcome {
+    fn accepts(&self, _: &StoredOutcome, _: Source) -> bool {
+        true
+    }
+}
+
+/// The inputs of one decision.
+pub(crate) struct Call<'a> {
+    pub(crate) function: FunctionId,
+    pub(crate) mode: Mode,
+    pub(crate) latency: (u64, u64),
+    pub(crate) mock_entries: &'a [MockEntry],
+    pub(crate) index: &'a OutcomeIndex,
+    /// `None` when the call has no key (its arguments were too large to
+    /// read): only mock entries that ignore arguments can answer it.
+    pub(crate) key: Option<&'a CallKey>,
+    pub(crate) filter: &'a dyn ReplayFilter,
+}
+
+pub(crate) fn decide(call: Call<'_>) -> Result<Decision, NoMockOutcome> {
+    let (fixed_ms, jitter_ms) = call.latency;
     let jitter = if jitter_ms == 0 {
         0
     } else {
         fastrand::u64(0..=jitter_ms)
     };
     let delay = Duration::from_millis(fixed_ms.saturating_add(jitter));
-    match mode {
+    match call.mode {
         Mode::Default => Ok(Decision::Call {
             reason: CallReason::Default,
         }),
-        Mode::Cache => Ok(match index.latest_for_key(key) {
-            Some(outcome) => Decision::Replay {
-                outcome: outcome.clone(),
-                source: Source::Cache,
-                delay,
-            },
-            None => Decision::Call {
-                reason: CallReason::CacheMiss,
-            },
-        }),
-        Mode::Mock => choose_mock(mock_entries, index, key)
+        Mode::Cache => {
+            let hit = call.key.and_then(|key| {
+                call.index
+                    .for_key_newest_first(key)
+                    .find(|o| !o.outcome().is_mock_only && call.filter.accepts(o, Source::Cache))
+            });
+            Ok(match hit {
+                Some(outcome) => Decision::Replay {
+                    outcome: outcome.clone(),
+                    source: Source::Cache,
+                    delay,
+                },
+                None => Decision::Call {
+                    reason: CallReason::CacheMiss,
+                },
+            })
+        }
+        Mode::Mock => choose_mock(&call)
             .map(|outcome| Decision::Replay {
                 outcome,
                 source: Source::Mock,
                 delay,
             })
-            .ok_or(NoMockOutcome { function }),
+            .ok_or(NoMockOutcome {
+                function: call.function,
+                keyless: call.key.is_none(),
+            }),
     }
 }
 
-/// Weighted choice among eligible entries; uniform among every outcome when
-/// no entry is configured.
-fn choose_mock(
-    entries: &[MockEntry],
-    index: &OutcomeIndex,
-    key: &CallKey,
-) -> Option<Arc<StoredOutcome>> {
-    if entries.is_empty() {
-        let all: Vec<_> = index.all().collect();
+/// Weighted choice among eligible entries. With no entries configured:
+/// uniform among the outcomes recorded for this very call, and only for a
+/// call never seen, uniform among all outcomes.
+fn choose_mock(call: &Call<'_>) -> Option<Arc<StoredOutcome>> {
+    let accepted = |o: &&Arc<StoredOutcome>| call.filter.accepts(o, Source::Mock);
+    if call.mock_entries.is_empty() {
+        let key = call.key?;
+        let same_call: Vec<_> = call
+            .index
+            .for_key_newest_first(key)
+            .filter(accepted)
+            .collect();
+        if !same_call.is_empty() {
+            return Some(same_call[fastrand::usize(..same_call.len())].clone());
+        }
+        let all: Vec<_> = call.index.all().filter(accepted).collect();
         return (!all.is_empty()).then(|| all[fastrand::usize(..all.len())].clone());
     }
-    let eligible: Vec<(&Arc<StoredOutcome>, f64)> = entries
+    let eligible: Vec<(&Arc<StoredOutcome>, f64)> = call
+        .mock_entries
         .iter()
         .filter(|e| e.enabled && e.weight > 0.0 && e.weight.is_finite())
-        .filter_map(|e| index.get(&e.outcome_id).map(|o| (o, e)))
-        .filter(|(o, e)| e.ignore_args || o.outcome().call_key.as_ref() == Some(key))
+        .filter_map(|e| call.index.get(&e.outcome_id).map(|o| (o, e)))
+        .filter(|(o, e)| {
+            e.ignore_args || (call.key.is_some() && o.outcome().call_key.as_ref() == call.key)
+        })
         .map(|(o, e)| (o, e.weight))
         .collect();
     let total: f64 = eligible.iter().map(|(_, w)| w).sum();

@@ -4,12 +4,29 @@ use cacheow_storage::{FunctionId, OutcomeId};
 
 /// Mock mode found nothing it may replay for this call.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "function {function} is in mock mode but has no eligible outcome for this call; record one (default or cache mode), add a manual outcome, or enable a mock entry"
-)]
+#[error("{}", self.message())]
 pub struct NoMockOutcome {
     /// The function.
     pub function: FunctionId,
+    /// The call had no key (its arguments were over the size cap), so only
+    /// mock entries with `ignore_args` could answer it.
+    pub keyless: bool,
+}
+
+impl NoMockOutcome {
+    fn message(&self) -> String {
+        if self.keyless {
+            format!(
+                "function {} is in mock mode and this call's arguments are over the size cap (--max-body-bytes), so only a mock entry with ignore_args can answer it; enable one, or raise the cap",
+                self.function
+            )
+        } else {
+            format!(
+                "function {} is in mock mode but has no eligible outcome for this call; record one (default or cache mode), add a manual outcome, or enable a mock entry",
+                self.function
+            )
+        }
+    }
 }
 
 /// A management operation was refused or failed.

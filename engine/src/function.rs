@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use crate::decide::{self, Decision, Source};
+use crate::decide::{self, AnyOutcome, Decision, ReplayFilter, Source};
 use crate::engine::Shared;
 use crate::error::{EngineError, NoMockOutcome};
 use crate::outcome::{NewOutcome, OutcomeIndex, StoredOutcome};
@@ -39,6 +39,38 @@ pub struct RecentCall {
     pub status: Option<u16>,
     /// The error kind, when the call failed.
     pub error: Option<String>,
+    /// Why nothing was recorded, for a real call that left no outcome.
+    pub unrecorded: Option<Unrecorded>,
+}
+
+/// Why a real call left no recorded outcome. Each reason is counted in the
+/// function's `stats.unrecorded`, shown in its recent calls and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Unrecorded {
+    /// The caller went away before the result was complete, and the rest
+    /// of it could not be read in time.
+    ClientGone,
+    /// The result was over the size cap; it was passed on, not kept.
+    Oversize,
+    /// The arguments (request body) were over the size cap, so the call has
+    /// no key to record it under.
+    RequestOversize,
+    /// The result could not be serialized.
+    NotSerializable,
+}
+
+impl Unrecorded {
+    /// The name used in stats, recent calls and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrecorded::ClientGone => "client_gone",
+            Unrecorded::Oversize => "oversize",
+            Unrecorded::RequestOversize => "request_oversize",
+            Unrecorded::NotSerializable => "not_serializable",
+        }
+    }
 }
 
 pub(crate) struct FunctionState {
@@ -126,8 +158,8 @@ pub struct Finished {
     pub status: Option<u16>,
     /// Error kind if the call failed.
     pub error: Option<String>,
-    /// The result was over the size cap and was not recorded.
-    pub oversize: bool,
+    /// Why a real call left no outcome, if it did not.
+    pub unrecorded: Option<Unrecorded>,
 }
 
 /// A recorded outcome on its way to disk.
@@ -192,17 +224,28 @@ impl FunctionHandle {
 
     /// Decides how to serve a call with this key, and counts it.
     pub fn decide(&self, key: &CallKey) -> Result<Decision, NoMockOutcome> {
+        self.decide_with(Some(key), &AnyOutcome)
+    }
+
+    /// `decide` for a call that may have no key (its arguments were over the
+    /// size cap) and whose layer narrows which outcomes may answer it.
+    pub fn decide_with(
+        &self,
+        key: Option<&CallKey>,
+        filter: &dyn ReplayFilter,
+    ) -> Result<Decision, NoMockOutcome> {
         let decision = {
             let meta = read(&self.state.meta);
             let index = read(&self.state.outcomes);
-            decide::decide(
-                meta.id,
-                meta.mode,
-                (meta.latency_ms, meta.latency_jitter_ms),
-                &meta.mock_entries,
-                &index,
+            decide::decide(decide::Call {
+                function: meta.id,
+                mode: meta.mode,
+                latency: (meta.latency_ms, meta.latency_jitter_ms),
+                mock_entries: &meta.mock_entries,
+                index: &index,
                 key,
-            )
+                filter,
+            })
         };
         {
             let mut stats = lock(&self.state.stats);
@@ -238,9 +281,15 @@ impl FunctionHandle {
             if call.error.is_some() {
                 stats.exceptions += 1;
             }
-            if call.oversize {
-                stats.unrecorded_oversize += 1;
+            if let Some(reason) = call.unrecorded {
+                *stats
+                    .unrecorded
+                    .entry(reason.as_str().to_owned())
+                    .or_default() += 1;
             }
+        }
+        if let Some(reason) = call.unrecorded {
+            tracing::warn!(function = %self.id(), reason = reason.as_str(), "call not recorded");
         }
         self.state.stats_dirty.store(true, Ordering::Release);
         let entry = RecentCall {
@@ -251,6 +300,7 @@ impl FunctionHandle {
             duration_ms: call.elapsed.as_secs_f64() * 1000.0,
             status: call.status,
             error: call.error,
+            unrecorded: call.unrecorded,
         };
         let mut recent = lock(&self.state.recent);
         if recent.len() == RECENT_CALLS {

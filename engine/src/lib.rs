@@ -36,9 +36,9 @@ pub use cacheow_storage::{
     CallKey, Function, FunctionId, FunctionKind, IdError, MockEntry, Mode, OpenError, Outcome,
     OutcomeId, OutcomeType, ParseModeError, RebuildFailure, RebuildReport, Stats, Timestamp,
 };
-pub use decide::{CallReason, Decision, Source};
+pub use decide::{AnyOutcome, CallReason, Decision, ReplayFilter, Source};
 pub use engine::{Engine, EngineOptions, FunctionSpec};
 pub use error::{EngineError, NoMockOutcome};
-pub use function::{Finished, FunctionHandle, RecentCall, Recording};
+pub use function::{Finished, FunctionHandle, RecentCall, Recording, Unrecorded};
 pub use keys::{CallKeyExt, canonical_json};
 pub use outcome::{NewOutcome, StoredOutcome};

@@ -227,14 +227,16 @@ impl OutcomeIndex {
         self.by_id.get(id)
     }
 
-    /// The latest outcome for `key` that cache mode may replay.
-    pub(crate) fn latest_for_key(&self, key: &CallKey) -> Option<&Arc<StoredOutcome>> {
+    /// The outcomes recorded for `key`, the latest first.
+    pub(crate) fn for_key_newest_first(
+        &self,
+        key: &CallKey,
+    ) -> impl Iterator<Item = &Arc<StoredOutcome>> {
         self.by_key
-            .get(key)?
-            .iter()
-            .rev()
+            .get(key)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev())
             .filter_map(|id| self.by_id.get(id))
-            .find(|o| !o.outcome.is_mock_only)
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<StoredOutcome>> {

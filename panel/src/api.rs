@@ -150,7 +150,8 @@ pub(crate) struct Stats {
     pub(crate) total_duration_ms: f64,
     pub(crate) average_duration_ms: f64,
     pub(crate) last_called_at: Option<String>,
-    pub(crate) unrecorded_oversize: u64,
+    /// Calls that left no outcome, by reason (`client_gone`, `oversize`, …).
+    pub(crate) unrecorded: std::collections::BTreeMap<String, u64>,
     pub(crate) persist_failures: u64,
 }
 

@@ -161,6 +161,22 @@ pub(crate) fn shares(weights: &[(f64, bool)]) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// "2 client_gone, 1 oversize, 1 failed to persist": why calls left no
+/// outcome.
+pub(crate) fn not_recorded(
+    unrecorded: &std::collections::BTreeMap<String, u64>,
+    persist_failures: u64,
+) -> String {
+    let mut parts: Vec<String> = unrecorded
+        .iter()
+        .map(|(reason, count)| format!("{count} {reason}"))
+        .collect();
+    if persist_failures > 0 {
+        parts.push(format!("{persist_failures} failed to persist"));
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -197,6 +213,18 @@ mod tests {
             body_view(&json!({"base64": "%%"})),
             BodyView::Undecodable(_)
         ));
+    }
+
+    #[test]
+    fn not_recorded_names_each_reason_with_its_count() {
+        let reasons = [("client_gone".to_owned(), 2), ("oversize".to_owned(), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            not_recorded(&reasons, 3),
+            "2 client_gone, 1 oversize, 3 failed to persist"
+        );
+        assert_eq!(not_recorded(&Default::default(), 0), "");
     }
 
     #[test]

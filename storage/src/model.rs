@@ -1,5 +1,6 @@
 //! The data model. Every field name here is part of the on-disk format.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -229,7 +230,7 @@ pub struct Outcome {
 
 /// Counters kept per function.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, from = "StatsOnDisk")]
 pub struct Stats {
     /// Every call, whatever its source.
     pub total_calls: u64,
@@ -247,10 +248,50 @@ pub struct Stats {
     pub total_duration_ms: f64,
     /// When the function was last called.
     pub last_called_at: Option<Timestamp>,
-    /// Results above the size cap that passed through unrecorded.
-    pub unrecorded_oversize: u64,
+    /// Calls that ended without a recorded outcome, by reason
+    /// (`client_gone`, `oversize`, `request_oversize`, …).
+    pub unrecorded: BTreeMap<String, u64>,
     /// Outcomes or settings that could not be persisted.
     pub persist_failures: u64,
+}
+
+/// `Stats` as older stores wrote them too: before per-reason counts there
+/// was one `unrecorded_oversize` counter, now `unrecorded.oversize`.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct StatsOnDisk {
+    total_calls: u64,
+    cache_hits: u64,
+    cache_misses: u64,
+    mock_calls: u64,
+    exceptions: u64,
+    upstream_calls: u64,
+    total_duration_ms: f64,
+    last_called_at: Option<Timestamp>,
+    unrecorded: BTreeMap<String, u64>,
+    unrecorded_oversize: u64,
+    persist_failures: u64,
+}
+
+impl From<StatsOnDisk> for Stats {
+    fn from(disk: StatsOnDisk) -> Self {
+        let mut unrecorded = disk.unrecorded;
+        if disk.unrecorded_oversize > 0 {
+            *unrecorded.entry("oversize".to_owned()).or_default() += disk.unrecorded_oversize;
+        }
+        Stats {
+            total_calls: disk.total_calls,
+            cache_hits: disk.cache_hits,
+            cache_misses: disk.cache_misses,
+            mock_calls: disk.mock_calls,
+            exceptions: disk.exceptions,
+            upstream_calls: disk.upstream_calls,
+            total_duration_ms: disk.total_duration_ms,
+            last_called_at: disk.last_called_at,
+            unrecorded,
+            persist_failures: disk.persist_failures,
+        }
+    }
 }
 
 impl Stats {
@@ -266,5 +307,23 @@ impl Stats {
     /// Adds one call's duration.
     pub fn add_duration(&mut self, elapsed: Duration) {
         self.total_duration_ms += elapsed.as_secs_f64() * 1000.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_written_before_per_reason_counts_keep_their_oversize_count() {
+        let old: Stats =
+            serde_json::from_str(r#"{"total_calls": 3, "unrecorded_oversize": 2}"#).unwrap();
+        assert_eq!(old.total_calls, 3);
+        assert_eq!(old.unrecorded.get("oversize"), Some(&2));
+        let written = serde_json::to_value(&old).unwrap();
+        assert!(written.get("unrecorded_oversize").is_none());
+        assert_eq!(written["unrecorded"]["oversize"], 2);
+        let again: Stats = serde_json::from_value(written).unwrap();
+        assert_eq!(again, old);
     }
 }

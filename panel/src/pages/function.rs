@@ -315,18 +315,12 @@ fn StatsCard(detail: RwSignal<Option<FunctionDetail>>) -> impl IntoView {
                 </div>
                 {move || {
                     stats.with(|s| {
-                        (s.unrecorded_oversize > 0 || s.persist_failures > 0)
+                        (!s.unrecorded.is_empty() || s.persist_failures > 0)
                             .then(|| {
                                 view! {
                                     <div class="warn">
                                         <dt>"Not recorded"</dt>
-                                        <dd>
-                                            {format!(
-                                                "{} too large, {} failed to persist",
-                                                s.unrecorded_oversize,
-                                                s.persist_failures,
-                                            )}
-                                        </dd>
+                                        <dd>{format::not_recorded(&s.unrecorded, s.persist_failures)}</dd>
                                     </div>
                                 }
                             })
