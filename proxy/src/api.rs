@@ -550,6 +550,18 @@ async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> Ap
                 }
                 settings.insert(key, value);
             }
+            crate::forward::REPLAY_DURATION => {
+                if !(value.is_null() || value.is_boolean()) {
+                    return Err(ApiError::field(
+                        "invalid_field",
+                        key,
+                        format!(
+                            "`replay_duration` must be true (replies take their recorded time) or false (instant), got {value}"
+                        ),
+                    ));
+                }
+                settings.insert(key, value);
+            }
             "ignore_query" | "ignore_body_fields" | "include_headers" => {
                 return Err(ApiError::field(
                     "invalid_field",
@@ -561,7 +573,9 @@ async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> Ap
                 return Err(ApiError::field(
                     "invalid_field",
                     key.clone(),
-                    format!("unknown setting `{key}`; the settings are: replay_speed"),
+                    format!(
+                        "unknown setting `{key}`; the settings are: replay_speed, replay_duration"
+                    ),
                 ));
             }
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -28,7 +29,8 @@ pub(crate) enum Captured {
     Broken { chunks: Vec<Chunk>, error: String },
     /// The body went over the cap; it was passed through unrecorded.
     Oversize,
-    /// The client hung up before the end; nothing trustworthy to record.
+    /// The client hung up before the end, and the rest did not arrive in
+    /// time to be recorded.
     ClientGone,
 }
 
@@ -57,19 +59,26 @@ impl ProxyBody {
     }
 
     /// Forwards `inner` and hands what it carried to `on_end` once it is
-    /// over: the chunks with their arrival times if they fit in `cap`.
+    /// over: the chunks with their arrival times if they fit in `cap`. If
+    /// the client hangs up first (an SDK that stops reading at its last
+    /// event), the rest is still read, for up to `finish_within`, so the
+    /// stream is recorded as the upstream sent it.
     pub(crate) fn tee(
         inner: Incoming,
         cap: usize,
+        finish_within: Duration,
         on_end: impl FnOnce(Captured) + Send + 'static,
     ) -> Self {
         ProxyBody::Tee(Box::new(Tee {
-            inner,
-            chunks: Some(Vec::new()),
-            size: 0,
-            cap,
-            started: Instant::now(),
-            on_end: Some(Box::new(on_end)),
+            inner: Some(inner),
+            capture: Capture {
+                chunks: Some(Vec::new()),
+                size: 0,
+                cap,
+                started: Instant::now(),
+                on_end: Some(Box::new(on_end)),
+            },
+            finish_within,
         }))
     }
 
@@ -89,19 +98,32 @@ impl ProxyBody {
 
 /// See `ProxyBody::tee`.
 pub(crate) struct Tee {
-    inner: Incoming,
+    /// `None` only while being dropped.
+    inner: Option<Incoming>,
+    capture: Capture,
+    finish_within: Duration,
+}
+
+/// What a tee keeps of the body, and whom it tells at the end.
+struct Capture {
     /// `None` once the body went over the cap.
     chunks: Option<Vec<Chunk>>,
     size: usize,
     cap: usize,
     started: Instant,
+    /// `None` once told.
     on_end: Option<OnEnd>,
 }
 
-impl Tee {
-    fn end(&mut self, captured: Captured) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(captured);
+impl Capture {
+    fn push(&mut self, data: &Bytes) {
+        self.size += data.len();
+        if self.size > self.cap {
+            // Internal: drop what was kept so memory stays bounded by the
+            // cap, whatever the body's size.
+            self.chunks = None;
+        } else if let Some(chunks) = self.chunks.as_mut() {
+            chunks.push((self.started.elapsed(), data.clone()));
         }
     }
 
@@ -111,18 +133,80 @@ impl Tee {
             None => Captured::Oversize,
         }
     }
+
+    fn broken(&mut self, error: String) -> Captured {
+        match self.chunks.take() {
+            Some(chunks) => Captured::Broken { chunks, error },
+            None => Captured::Oversize,
+        }
+    }
+
+    fn end(&mut self, captured: Captured) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(captured);
+        }
+    }
+
+    /// Reads what is left of `inner` after the client went away.
+    async fn finish_reading(mut self, mut inner: Incoming, within: Duration) {
+        let rest = async {
+            while let Some(frame) = inner.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            self.push(data);
+                            if self.chunks.is_none() {
+                                return Captured::Oversize;
+                            }
+                        }
+                    }
+                    Err(e) => return self.broken(e.to_string()),
+                }
+            }
+            self.complete()
+        };
+        let captured = tokio::time::timeout(within, rest)
+            .await
+            .unwrap_or(Captured::ClientGone);
+        self.end(captured);
+    }
 }
 
 impl Drop for Tee {
     fn drop(&mut self) {
-        // Internal: hyper stops polling once a sized body is complete, so the
-        // end can show up here; otherwise the client hung up mid-body.
-        let captured = if self.inner.is_end_stream() {
-            self.complete()
-        } else {
-            Captured::ClientGone
+        let Some(inner) = self.inner.take() else {
+            return;
         };
-        self.end(captured);
+        if self.capture.on_end.is_none() {
+            return;
+        }
+        // Internal: hyper stops polling once a sized body is complete, so the
+        // end can show up here.
+        if inner.is_end_stream() {
+            let captured = self.capture.complete();
+            self.capture.end(captured);
+            return;
+        }
+        if self.capture.chunks.is_none() {
+            self.capture.end(Captured::Oversize);
+            return;
+        }
+        let capture = Capture {
+            chunks: self.capture.chunks.take(),
+            size: self.capture.size,
+            cap: self.capture.cap,
+            started: self.capture.started,
+            on_end: self.capture.on_end.take(),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(capture.finish_reading(inner, self.finish_within));
+            }
+            Err(_) => {
+                let mut capture = capture;
+                capture.end(Captured::ClientGone);
+            }
+        }
     }
 }
 
@@ -195,33 +279,24 @@ impl Body for ProxyBody {
             },
             ProxyBody::Replay(replay) => replay.poll_next(cx),
             ProxyBody::Tee(tee) => {
-                let polled = ready!(Pin::new(&mut tee.inner).poll_frame(cx));
+                let Some(inner) = tee.inner.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let polled = ready!(Pin::new(inner).poll_frame(cx));
+                let capture = &mut tee.capture;
                 match &polled {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
-                            tee.size += data.len();
-                            if tee.size > tee.cap {
-                                // Internal: drop what was kept so memory stays
-                                // bounded by the cap, whatever the body's size.
-                                tee.chunks = None;
-                            } else if let Some(chunks) = tee.chunks.as_mut() {
-                                chunks.push((tee.started.elapsed(), data.clone()));
-                            }
+                            capture.push(data);
                         }
                     }
                     Some(Err(e)) => {
-                        let captured = match tee.chunks.take() {
-                            Some(chunks) => Captured::Broken {
-                                chunks,
-                                error: e.to_string(),
-                            },
-                            None => Captured::Oversize,
-                        };
-                        tee.end(captured);
+                        let captured = capture.broken(e.to_string());
+                        capture.end(captured);
                     }
                     None => {
-                        let captured = tee.complete();
-                        tee.end(captured);
+                        let captured = capture.complete();
+                        capture.end(captured);
                     }
                 }
                 Poll::Ready(polled.map(|r| r.map_err(Into::into)))
@@ -233,7 +308,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Chain { head, rest } => head.is_none() && rest.is_end_stream(),
-            ProxyBody::Tee(tee) => tee.inner.is_end_stream(),
+            ProxyBody::Tee(tee) => tee.inner.as_ref().is_none_or(Incoming::is_end_stream),
             ProxyBody::Replay(replay) => replay.chunks.is_empty() && replay.end_error.is_none(),
         }
     }
@@ -253,7 +328,10 @@ impl Body for ProxyBody {
                 }
                 hint
             }
-            ProxyBody::Tee(tee) => tee.inner.size_hint(),
+            ProxyBody::Tee(tee) => tee
+                .inner
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint),
             // Internal: never exact, so a replayed stream is sent chunked
             // like the original rather than with a content-length.
             ProxyBody::Replay(_) => SizeHint::new(),

@@ -2,9 +2,15 @@
 //!
 //! Parts, in order, each length-prefixed so no two parts can run together:
 //! method, scheme, host (lowercase, with port), concrete path, query pairs
-//! sorted (minus ignored names), body (canonical JSON minus ignored fields
-//! when it parses as JSON, else raw bytes), then the included headers by
-//! lowercase name. Changing this changes every key: keep the golden test.
+//! sorted (minus ignored names), body, then the included headers by
+//! lowercase name, then `Range` and `If-Range` when the request has them
+//! (they select which bytes the reply holds).
+//!
+//! The body part is canonical JSON minus ignored fields when the body
+//! parses as JSON; for `multipart/form-data`, the parts in order with their
+//! names, filenames, content types and bytes (the random boundary left
+//! out); for `application/x-www-form-urlencoded`, the pairs sorted; else
+//! the raw bytes. Changing this changes every key: keep the golden tests.
 
 use cacheow_engine::{CallKey, canonical_json};
 use http::HeaderMap;
@@ -78,7 +84,29 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
     pairs.sort_unstable();
     part(pairs.join("&").as_bytes());
 
+    let content_type = input
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     match json_body(input.body) {
+        None if is_media_type(content_type, "multipart/form-data") => {
+            match multipart_canonical(content_type, input.body) {
+                Some(canonical) => part(&canonical),
+                None => part(&raw_body(input.body)),
+            }
+        }
+        None if is_media_type(content_type, "application/x-www-form-urlencoded") => {
+            // Internal: the same `r` form as raw bytes, so a body whose pairs
+            // were already sorted keeps the key it had before this rule.
+            let mut pairs: Vec<&[u8]> = input
+                .body
+                .split(|b| *b == b'&')
+                .filter(|p| !p.is_empty())
+                .collect();
+            pairs.sort_unstable();
+            part(&raw_body(&pairs.join(&b'&')));
+        }
         Some(mut value) => {
             for path in &rules.ignore_body_fields {
                 remove_path(&mut value, path);
@@ -88,12 +116,7 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
             canonical_json(&value, &mut canonical);
             part(&canonical);
         }
-        None => {
-            let mut raw = Vec::with_capacity(input.body.len() + 1);
-            raw.push(b'r');
-            raw.extend_from_slice(input.body);
-            part(&raw);
-        }
+        None => part(&raw_body(input.body)),
     }
 
     for name in &rules.include_headers {
@@ -106,7 +129,86 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
             .collect();
         part(&values.join(&b'\n'));
     }
+    for name in [http::header::RANGE, http::header::IF_RANGE] {
+        if let Some(value) = input.headers.get(&name) {
+            // Internal: a NUL can never start a header name, so these parts
+            // cannot collide with an `include_headers` entry.
+            part(format!("\0{name}").as_bytes());
+            part(value.as_bytes());
+        }
+    }
     CallKey::from_blake3(hasher.finalize())
+}
+
+fn raw_body(body: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(body.len() + 1);
+    raw.push(b'r');
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// True if `content_type` is `media_type`, parameters aside.
+fn is_media_type(content_type: &str, media_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(media_type))
+}
+
+/// The value of parameter `name` of a header like `content-type`, unquoted.
+fn header_parameter<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value.split(';').skip(1).find_map(|param| {
+        let (key, val) = param.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| val.trim().trim_matches('"'))
+    })
+}
+
+/// A multipart body without its boundary: `m`, then per part its name,
+/// filename and content type and its bytes, each length-prefixed. `None`
+/// when the body is not well-formed multipart; the key then uses the raw
+/// bytes.
+fn multipart_canonical(content_type: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let boundary = header_parameter(content_type, "boundary").filter(|b| !b.is_empty())?;
+    let delimiter = format!("--{boundary}");
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(b'm');
+    let mut push = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
+    loop {
+        if rest.starts_with(b"--") {
+            return Some(out);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let headers_end = find(rest, b"\r\n\r\n")?;
+        let headers = std::str::from_utf8(&rest[..headers_end]).ok()?;
+        let content = &rest[headers_end + 4..];
+        let end = find(content, format!("\r\n{delimiter}").as_bytes())?;
+        let (mut name, mut filename, mut part_type) = ("", "", "");
+        for line in headers.split("\r\n") {
+            let (header, value) = line.split_once(':')?;
+            let header = header.trim();
+            if header.eq_ignore_ascii_case("content-disposition") {
+                name = header_parameter(value, "name").unwrap_or("");
+                filename = header_parameter(value, "filename").unwrap_or("");
+            } else if header.eq_ignore_ascii_case("content-type") {
+                part_type = value.trim();
+            }
+        }
+        push(name.as_bytes());
+        push(filename.as_bytes());
+        push(part_type.as_bytes());
+        push(&content[..end]);
+        rest = &content[end + 2 + delimiter.len()..];
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn json_body(body: &[u8]) -> Option<Value> {
@@ -150,6 +252,7 @@ fn remove_path(value: &mut Value, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     fn key(rules: &KeyRules, query: Option<&str>, body: &[u8]) -> CallKey {
         call_key(
@@ -188,6 +291,102 @@ mod tests {
         let b = key(&rules, Some("a=1&b=2"), br#"{"a":[1,2],"z":1}"#);
         assert_eq!(a, b);
         assert_ne!(a, key(&rules, Some("a=1&b=2"), br#"{"a":[1,2],"z":2}"#));
+    }
+
+    fn key_with(content_type: &str, extra: &[(&str, &str)], body: &[u8]) -> CallKey {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", content_type.parse().unwrap());
+        for (name, value) in extra {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        call_key(
+            &KeyRules::default(),
+            &KeyInput {
+                method: "POST",
+                scheme: "http",
+                host: "api.test",
+                path: "/upload",
+                query: None,
+                headers: &headers,
+                body,
+            },
+        )
+    }
+
+    fn multipart(boundary: &str, file: &str) -> (String, Vec<u8>) {
+        let body = format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"title\"\r\n\r\nhello\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\n{file}\r\n--{boundary}--\r\n"
+        );
+        (
+            format!("multipart/form-data; boundary={boundary}"),
+            body.into_bytes(),
+        )
+    }
+
+    #[test]
+    fn multipart_bodies_are_keyed_without_their_boundary() {
+        let (type_a, body_a) = multipart("----a1b2", "file bytes");
+        let (type_b, body_b) = multipart("XyZ-987654321", "file bytes");
+        let (type_c, body_c) = multipart("XyZ-987654321", "other bytes");
+        assert_eq!(
+            key_with(&type_a, &[], &body_a),
+            key_with(&type_b, &[], &body_b)
+        );
+        assert_ne!(
+            key_with(&type_b, &[], &body_b),
+            key_with(&type_c, &[], &body_c)
+        );
+        let quoted = type_b.replace("boundary=XyZ-987654321", "boundary=\"XyZ-987654321\"");
+        assert_eq!(
+            key_with(&quoted, &[], &body_b),
+            key_with(&type_b, &[], &body_b)
+        );
+        // Not well-formed: keyed by its raw bytes, never a panic.
+        let broken = &body_a[..body_a.len() / 2];
+        assert_eq!(
+            key_with(&type_a, &[], broken),
+            key_with("application/octet-stream", &[], broken)
+        );
+    }
+
+    #[test]
+    fn urlencoded_pairs_are_sorted_and_sorted_bodies_keep_their_old_key() {
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(
+            key_with(form, &[], b"b=2&a=1"),
+            key_with(form, &[], b"a=1&b=2")
+        );
+        assert_eq!(
+            key_with(form, &[], b"a=1&b=2"),
+            key_with("text/plain", &[], b"a=1&b=2")
+        );
+        assert_ne!(
+            key_with(form, &[], b"a=1&b=2"),
+            key_with(form, &[], b"a=1&b=3")
+        );
+    }
+
+    #[test]
+    fn range_and_if_range_are_part_of_the_key() {
+        let plain = key_with("text/plain", &[], b"");
+        let first = key_with("text/plain", &[("range", "bytes=0-99")], b"");
+        let second = key_with("text/plain", &[("range", "bytes=100-199")], b"");
+        let conditional = key_with(
+            "text/plain",
+            &[("range", "bytes=0-99"), ("if-range", "\"v1\"")],
+            b"",
+        );
+        let all = [plain, first, second, conditional];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]

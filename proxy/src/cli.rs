@@ -74,7 +74,8 @@ pub struct ServeArgs {
     /// Config file with route patterns and call-key rules [default: ./cacheow.toml when present].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Responses larger than this pass through unrecorded.
+    /// Request and response bodies larger than this pass through unrecorded
+    /// (in mock mode such a request never goes upstream).
     #[arg(long, env = "CACHEOW_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: u64,
     /// Seconds to wait for an upstream's response headers before a `timeout` outcome.

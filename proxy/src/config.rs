@@ -273,6 +273,8 @@ struct RawRoute {
     include_headers: Vec<String>,
     #[serde(default)]
     replay_speed: Option<toml::Spanned<f64>>,
+    #[serde(default)]
+    replay_duration: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -330,6 +332,9 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
                 )));
             }
             initial_config.insert(crate::forward::REPLAY_SPEED.into(), value.into());
+        }
+        if let Some(on) = route.replay_duration {
+            initial_config.insert(crate::forward::REPLAY_DURATION.into(), on.into());
         }
         rules.push(RouteRule::new(pattern, mode, keys, initial_config));
     }

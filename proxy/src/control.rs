@@ -65,6 +65,7 @@ pub async fn serve_control(
             (stream, peer) = accept(&listener) => {
                 let control = control.clone();
                 let service = service_fn(move |request| respond(control.clone(), request));
+                let _ = stream.set_nodelay(true);
                 serve_connection(&watcher, stream, peer, service);
             }
             () = &mut shutdown => break,

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cacheow_engine::{
-    CallKey, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec, NewOutcome, Source,
-    StoredOutcome,
+    CallKey, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec, NewOutcome,
+    OutcomeType, ReplayFilter, Source, StoredOutcome, Unrecorded,
 };
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -65,14 +65,10 @@ pub(crate) async fn pipeline(
     target: Target,
 ) -> Reply {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
-    let body = match read_body(body, state.config.max_body_bytes).await {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::debug!(error = %e, "client request body broke off");
-            return Err(AbortConnection);
-        }
-    };
+    let (mut parts, body) = request.into_parts();
+    // Internal: hop-by-hop headers belong to this hop (an `Upgrade: h2c`
+    // offer among them), so they are never keyed, stored or forwarded.
+    strip_hop_by_hop(&mut parts.headers);
     let route = state.config.routes.resolve(
         parts.method.as_str(),
         &target.scheme,
@@ -86,46 +82,40 @@ pub(crate) async fn pipeline(
         config: route.config,
         initial_config: route.initial_config,
     });
-    let bytes = match body {
-        RequestBody::Whole(bytes) => bytes,
-        RequestBody::Oversize { head, rest } => {
-            let call = Call {
-                state: &state,
-                function: &function,
-                parts: &parts,
-                target: &target,
-                key: None,
-                started,
-            };
-            return call
-                .pass_through(ProxyBody::Chain {
-                    head: Some(head),
-                    rest,
-                })
-                .await;
+    let body = match read_body(body, state.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::info!(function = %function.id(), error = %e, "the client's request body broke off; nothing was sent upstream");
+            return Err(AbortConnection);
         }
     };
-    let key = call_key(
-        &route.keys,
-        &KeyInput {
-            method: parts.method.as_str(),
-            scheme: &target.scheme,
-            host: &target.authority,
-            path: &target.path,
-            query: target.query.as_deref(),
-            headers: &parts.headers,
-            body: &bytes,
-        },
-    );
+    let key = match &body {
+        RequestBody::Whole(bytes) => Some(call_key(
+            &route.keys,
+            &KeyInput {
+                method: parts.method.as_str(),
+                scheme: &target.scheme,
+                host: &target.authority,
+                path: &target.path,
+                query: target.query.as_deref(),
+                headers: &parts.headers,
+                body: bytes,
+            },
+        )),
+        RequestBody::Oversize { .. } => None,
+    };
     let call = Call {
         state: &state,
         function: &function,
         parts: &parts,
         target: &target,
-        key: Some(key),
+        key,
         started,
     };
-    match function.decide(&key) {
+    let filter = RequestFilter {
+        headers: &parts.headers,
+    };
+    match function.decide_with(key.as_ref(), &filter) {
         Ok(Decision::Replay {
             outcome,
             source,
@@ -136,7 +126,16 @@ pub(crate) async fn pipeline(
             }
             call.replay(&outcome, source).await
         }
-        Ok(Decision::Call { .. }) => call.upstream(bytes).await,
+        Ok(Decision::Call { .. }) => match body {
+            RequestBody::Whole(bytes) => call.upstream(bytes).await,
+            RequestBody::Oversize { head, rest } => {
+                call.pass_through(ProxyBody::Chain {
+                    head: Some(head),
+                    rest,
+                })
+                .await
+            }
+        },
         Err(no_outcome) => {
             let id = function.id().to_string();
             call.finish(
@@ -144,7 +143,7 @@ pub(crate) async fn pipeline(
                 None,
                 None,
                 Some("no_mock_outcome".into()),
-                false,
+                None,
             );
             respond_failure(
                 "no_mock_outcome",
@@ -154,6 +153,37 @@ pub(crate) async fn pipeline(
             )
         }
     }
+}
+
+/// Which recorded replies may answer this request, beyond its call key.
+struct RequestFilter<'a> {
+    headers: &'a http::HeaderMap,
+}
+
+impl ReplayFilter for RequestFilter<'_> {
+    fn accepts(&self, outcome: &StoredOutcome, source: Source) -> bool {
+        // Internal: a failure to reach the upstream says nothing about the
+        // call, so cache mode tries again; mock mode may still serve it.
+        if source == Source::Cache && is_connect_failure(outcome.outcome()) {
+            return false;
+        }
+        outcome.prepared(prepare).matches(self.headers)
+    }
+}
+
+/// True for a recorded failure that happened before the upstream saw the
+/// request.
+fn is_connect_failure(outcome: &cacheow_engine::Outcome) -> bool {
+    outcome.outcome_type == OutcomeType::Exception
+        && outcome.exception_type.as_deref().is_some_and(|kind| {
+            [
+                ErrorKind::ConnectionRefused,
+                ErrorKind::DnsError,
+                ErrorKind::ConnectTimeout,
+            ]
+            .iter()
+            .any(|k| k.as_str() == kind)
+        })
 }
 
 async fn read_body(mut body: Incoming, cap: usize) -> Result<RequestBody, hyper::Error> {
@@ -208,25 +238,29 @@ impl RequestRecord {
     }
 }
 
-/// Records what a tee captured. Returns the outcome id, the error kind if the
-/// stream broke, and whether the body was over the cap.
+/// What recording a captured response came to.
+struct Recorded {
+    outcome_id: Option<cacheow_engine::OutcomeId>,
+    /// The error kind, if the stream broke.
+    error: Option<String>,
+    unrecorded: Option<Unrecorded>,
+}
+
+/// Records what a tee captured.
 fn record_captured(
     function: &FunctionHandle,
     key: Option<CallKey>,
     head: Head,
     captured: Captured,
-) -> (Option<cacheow_engine::OutcomeId>, Option<String>, bool) {
+) -> Recorded {
     let (chunks, ending) = match captured {
         Captured::Complete(chunks) => (chunks, Ending::Complete),
         Captured::Broken { chunks, error } => {
             let kind = ErrorKind::ConnectionReset.as_str().to_owned();
             (chunks, Ending::Broken(kind, error))
         }
-        Captured::Oversize => return (None, None, true),
-        Captured::ClientGone => {
-            tracing::debug!(function = %function.id(), "client hung up mid-body; not recorded");
-            return (None, None, false);
-        }
+        Captured::Oversize => return Recorded::not(Unrecorded::Oversize),
+        Captured::ClientGone => return Recorded::not(Unrecorded::ClientGone),
     };
     let error = match &ending {
         Ending::Broken(kind, _) => Some(kind.clone()),
@@ -243,7 +277,21 @@ fn record_captured(
             head.request.to_json(),
         )
     });
-    (Some(recording.outcome_id), error, false)
+    Recorded {
+        outcome_id: Some(recording.outcome_id),
+        error,
+        unrecorded: None,
+    }
+}
+
+impl Recorded {
+    fn not(reason: Unrecorded) -> Self {
+        Recorded {
+            outcome_id: None,
+            error: None,
+            unrecorded: Some(reason),
+        }
+    }
 }
 
 /// A function's `replay_speed` setting: 1 replays streams with their
@@ -258,6 +306,19 @@ fn replay_speed(function: &FunctionHandle) -> f64 {
 
 /// The config key of the stream replay speed.
 pub(crate) const REPLAY_SPEED: &str = "replay_speed";
+
+/// The config key that makes replayed responses take their recorded time.
+pub(crate) const REPLAY_DURATION: &str = "replay_duration";
+
+/// A function's `replay_duration` setting: a replayed response waits as long
+/// as the recorded call took (scaled by `replay_speed`), as streams keep
+/// their gaps. Off by default: replays are instant.
+fn replay_duration(function: &FunctionHandle) -> bool {
+    function
+        .setting(REPLAY_DURATION)
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
 
 /// The state of one call while it is served.
 struct Call<'a> {
@@ -274,15 +335,20 @@ impl Call<'_> {
     async fn replay(&self, outcome: &StoredOutcome, source: Source) -> Reply {
         let prepared = outcome.prepared(prepare);
         let outcome_id = Some(outcome.outcome().id);
-        match &*prepared {
+        match &prepared.reply {
             Prepared::Response {
                 status,
                 headers,
                 body,
+                duration,
             } => {
+                if replay_duration(self.function) {
+                    let speed = replay_speed(self.function);
+                    tokio::time::sleep(duration.mul_f64(speed)).await;
+                }
                 let response =
                     self.respond(*status, headers, ProxyBody::full(body.clone()), source);
-                self.finish(source, outcome_id, Some(status.as_u16()), None, false);
+                self.finish(source, outcome_id, Some(status.as_u16()), None, None);
                 Ok(response)
             }
             Prepared::Stream {
@@ -299,7 +365,7 @@ impl Call<'_> {
                     outcome_id,
                     Some(status.as_u16()),
                     broken.clone(),
-                    false,
+                    None,
                 );
                 Ok(response)
             }
@@ -311,7 +377,7 @@ impl Call<'_> {
                 if kind == ErrorKind::Timeout.as_str() {
                     tokio::time::sleep(*duration).await;
                 }
-                self.finish(source, outcome_id, None, Some(kind.clone()), false);
+                self.finish(source, outcome_id, None, Some(kind.clone()), None);
                 respond_failure(
                     kind,
                     message,
@@ -326,7 +392,7 @@ impl Call<'_> {
                     outcome_id,
                     None,
                     Some("invalid_outcome".into()),
-                    false,
+                    None,
                 );
                 respond_failure(
                     "invalid_outcome",
@@ -348,6 +414,11 @@ impl Call<'_> {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers.clone();
+        // Internal: a stored length stands beside an empty body only, and
+        // is true only for the HEAD (or 304) reply it was recorded with.
+        if self.parts.method != Method::HEAD && status != StatusCode::NOT_MODIFIED {
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         self.mark(&mut response, source);
         response
     }
@@ -379,16 +450,17 @@ impl Call<'_> {
         let body = ProxyBody::tee(
             incoming,
             self.state.config.max_body_bytes,
+            self.state.config.upstream_timeout,
             move |captured| {
-                let (outcome_id, error, oversize) = record_captured(&function, key, head, captured);
+                let recorded = record_captured(&function, key, head, captured);
                 function.finish(Finished {
                     call_key: key,
                     source: Source::Upstream,
-                    outcome_id,
+                    outcome_id: recorded.outcome_id,
                     elapsed: started.elapsed(),
                     status: Some(status),
-                    error,
-                    oversize,
+                    error: recorded.error,
+                    unrecorded: recorded.unrecorded,
                 });
             },
         );
@@ -416,19 +488,33 @@ impl Call<'_> {
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream body broke off");
+                    let chunks = vec![(head.elapsed, buffer.freeze())];
+                    let captured = Captured::Broken {
+                        chunks,
+                        error: e.to_string(),
+                    };
+                    // Internal: the client gets a reset, not an answer, so
+                    // there is no reply to hold until the write commits.
+                    let recorded = record_captured(self.function, self.key, head, captured);
                     self.finish(
                         Source::Upstream,
-                        None,
+                        recorded.outcome_id,
                         Some(status),
-                        Some(ErrorKind::ConnectionReset.as_str().into()),
-                        false,
+                        recorded.error,
+                        None,
                     );
                     return Err(AbortConnection);
                 }
             };
             if buffer.len() + data.len() > cap {
                 buffer.extend_from_slice(&data);
-                self.finish(Source::Upstream, None, Some(status), None, true);
+                self.finish(
+                    Source::Upstream,
+                    None,
+                    Some(status),
+                    None,
+                    Some(Unrecorded::Oversize),
+                );
                 let body = ProxyBody::Chain {
                     head: Some(buffer.freeze()),
                     rest: incoming,
@@ -456,13 +542,7 @@ impl Call<'_> {
         if let Err(e) = recording.persisted().await {
             tracing::error!(function = %self.function.id(), error = %e, "durable write failed; replying anyway");
         }
-        self.finish(
-            Source::Upstream,
-            Some(outcome_id),
-            Some(status),
-            None,
-            false,
-        );
+        self.finish(Source::Upstream, Some(outcome_id), Some(status), None, None);
         let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
         self.mark(&mut response, Source::Upstream);
         Ok(response)
@@ -479,7 +559,7 @@ impl Call<'_> {
                     None,
                     Some(parts.status.as_u16()),
                     None,
-                    true,
+                    Some(Unrecorded::RequestOversize),
                 );
                 let body = ProxyBody::Chain {
                     head: None,
@@ -495,7 +575,7 @@ impl Call<'_> {
                     None,
                     None,
                     Some(failure.kind.as_str().into()),
-                    true,
+                    Some(Unrecorded::RequestOversize),
                 );
                 respond_failure(
                     failure.kind.as_str(),
@@ -518,7 +598,6 @@ impl Call<'_> {
         *request.uri_mut() = uri;
         *request.headers_mut() = self.parts.headers.clone();
         let headers = request.headers_mut();
-        strip_hop_by_hop(headers);
         if let Ok(host) = HeaderValue::from_str(&self.target.authority) {
             headers.insert(header::HOST, host);
         }
@@ -541,7 +620,7 @@ impl Call<'_> {
             Some(outcome_id),
             None,
             Some(failure.kind.as_str().into()),
-            false,
+            None,
         );
         respond_failure(
             failure.kind.as_str(),
@@ -575,7 +654,7 @@ impl Call<'_> {
         outcome_id: Option<cacheow_engine::OutcomeId>,
         status: Option<u16>,
         error: Option<String>,
-        oversize: bool,
+        unrecorded: Option<Unrecorded>,
     ) {
         self.function.finish(Finished {
             call_key: self.key,
@@ -584,7 +663,7 @@ impl Call<'_> {
             elapsed: self.started.elapsed(),
             status,
             error,
-            oversize,
+            unrecorded,
         });
     }
 }

@@ -16,6 +16,8 @@ mod forward;
 mod headers;
 mod outcome_http;
 mod panel;
+mod request_line;
+mod rewind;
 mod route;
 mod server;
 pub mod telemetry;

@@ -143,13 +143,16 @@ pub(crate) fn response_outcome(
         .and_then(|v| v.to_str().ok());
     let streamed = !headers.contains_key(http::header::CONTENT_LENGTH) && !chunks.is_empty();
     let mut stored_headers = headers.clone();
-    // Internal: the length is recomputed on replay, so a hand-edited body
-    // never disagrees with a stale content-length.
-    stored_headers.remove(http::header::CONTENT_LENGTH);
     let body: Vec<u8> = chunks
         .iter()
         .flat_map(|(_, data)| data.iter().copied())
         .collect();
+    // Internal: the length is recomputed on replay, so a hand-edited body
+    // never disagrees with a stale content-length. A reply without a body
+    // (HEAD, 304) keeps it: there is nothing to recompute it from.
+    if !body.is_empty() {
+        stored_headers.remove(http::header::CONTENT_LENGTH);
+    }
     let broken = match &ending {
         Ending::Broken(kind, message) => Some((kind.clone(), message.clone())),
         Ending::Complete => None,
@@ -220,13 +223,103 @@ pub(crate) fn response_fingerprint(
     hasher.finalize().as_bytes().to_vec()
 }
 
-/// A stored outcome in the form replay needs, built once per outcome.
+/// A stored outcome in the form replay needs, built once per outcome: the
+/// reply, and what a request must look like for this reply to answer it.
+#[derive(Debug)]
+pub(crate) struct PreparedOutcome {
+    pub(crate) reply: Prepared,
+    /// Request headers that must have these values (`None`: be absent).
+    pub(crate) requires: Vec<(HeaderName, Option<String>)>,
+}
+
+impl PreparedOutcome {
+    /// True if a request with `headers` may be answered by this outcome.
+    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
+        self.requires.iter().all(|(name, expected)| {
+            let actual = header_text(headers, name);
+            match (expected.as_deref(), actual) {
+                // Internal: a secret is stored redacted, so only its
+                // presence can be compared.
+                (Some(REDACTED), actual) => actual.is_some(),
+                (expected, actual) => expected == actual.as_deref(),
+            }
+        })
+    }
+}
+
+/// What a secret header's value is stored as.
+const REDACTED: &str = "[redacted]";
+
+/// Request headers that make a 304 or 412 answer true only for a request
+/// that carries the same condition.
+const CONDITIONAL_HEADERS: [HeaderName; 5] = [
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_MATCH,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+];
+
+/// All values of `name`, joined as one list.
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("").trim())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// The request headers a recorded reply depends on, with the values the
+/// recorded request had: those its `Vary` names, and for a 304 or 412 the
+/// conditions that produced it.
+fn requirements(
+    outcome: &Outcome,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Vec<(HeaderName, Option<String>)> {
+    let Some(request) = &outcome.request else {
+        return Vec::new();
+    };
+    let Ok(recorded) = headers_from_json(request.get("headers").unwrap_or(&Value::Null)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<HeaderName> = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // Internal: `Vary: *` would forbid every replay; a development
+        // proxy replays it rather than never.
+        .filter(|name| !name.is_empty() && *name != "*")
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    if matches!(
+        status,
+        StatusCode::NOT_MODIFIED | StatusCode::PRECONDITION_FAILED
+    ) {
+        names.extend(CONDITIONAL_HEADERS);
+    }
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let value = header_text(&recorded, &name);
+            (name, value)
+        })
+        .collect()
+}
+
+/// The reply a stored outcome stands for.
 #[derive(Debug)]
 pub(crate) enum Prepared {
     Response {
         status: StatusCode,
         headers: HeaderMap,
         body: Bytes,
+        /// How long the recorded call took.
+        duration: Duration,
     },
     /// Chunks with their offsets; a failure kind if the stream broke off.
     Stream {
@@ -244,7 +337,21 @@ pub(crate) enum Prepared {
     Invalid(String),
 }
 
-pub(crate) fn prepare(outcome: &Outcome) -> Prepared {
+pub(crate) fn prepare(outcome: &Outcome) -> PreparedOutcome {
+    let reply = prepare_reply(outcome);
+    let requires = match &reply {
+        Prepared::Response {
+            status, headers, ..
+        }
+        | Prepared::Stream {
+            status, headers, ..
+        } => requirements(outcome, *status, headers),
+        Prepared::Failure { .. } | Prepared::Invalid(_) => Vec::new(),
+    };
+    PreparedOutcome { reply, requires }
+}
+
+fn prepare_reply(outcome: &Outcome) -> Prepared {
     match outcome.outcome_type {
         OutcomeType::Exception => Prepared::Failure {
             kind: outcome
@@ -259,6 +366,7 @@ pub(crate) fn prepare(outcome: &Outcome) -> Prepared {
                 status,
                 headers,
                 body,
+                duration: Duration::from_secs_f64(outcome.duration_ms.max(0.0) / 1000.0),
             },
             Err(reason) => Prepared::Invalid(format!(
                 "outcome {} cannot be replayed: {reason}",
@@ -282,7 +390,8 @@ pub(crate) fn prepare(outcome: &Outcome) -> Prepared {
 
 /// Reads `{"status", "headers", "chunks": [{"offset_ms", "data"}]}`.
 pub(crate) fn stream_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Vec<Chunk>), String> {
-    let (status, headers) = head_parts(value)?;
+    let (status, mut headers) = head_parts(value)?;
+    headers.remove(http::header::CONTENT_LENGTH);
     let items = value
         .get("chunks")
         .and_then(Value::as_array)
@@ -301,10 +410,15 @@ pub(crate) fn stream_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Vec<
     Ok((status, headers, chunks))
 }
 
-/// Reads `{"status", "headers", "body"}`.
+/// Reads `{"status", "headers", "body"}`. A `content-length` is kept only
+/// beside an empty body (a HEAD or 304 reply's); otherwise the body's own
+/// length is sent.
 pub(crate) fn response_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let (status, headers) = head_parts(value)?;
+    let (status, mut headers) = head_parts(value)?;
     let body = body_from_json(value.get("body").unwrap_or(&Value::Null))?;
+    if !body.is_empty() {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
     Ok((status, headers, body))
 }
 
@@ -318,7 +432,6 @@ fn head_parts(value: &Value) -> Result<(StatusCode, HeaderMap), String> {
         .ok_or("`status` must be a number from 100 to 599")?;
     let mut headers = headers_from_json(value.get("headers").unwrap_or(&Value::Null))?;
     crate::headers::strip_hop_by_hop(&mut headers);
-    headers.remove(http::header::CONTENT_LENGTH);
     Ok((status, headers))
 }
 

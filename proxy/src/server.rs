@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cacheow_engine::{Engine, EngineError, EngineOptions};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Map, json};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
@@ -21,6 +22,8 @@ use crate::config::{Config, Upstream};
 use crate::error::AbortConnection;
 use crate::error::bad_target;
 use crate::forward::{self, Target};
+use crate::request_line::{self, FirstLine};
+use crate::rewind::Rewind;
 use crate::tls::{Ca, CaError, LeafCache};
 use crate::tunnel;
 use crate::upstream::{self, UpstreamClient};
@@ -158,10 +161,20 @@ pub async fn run(
             loop {
                 tokio::select! {
                     (stream, peer) = accept(&listener) => {
+                        let _ = stream.set_nodelay(true);
                         let state = state.clone();
-                        let kind = kind.clone();
-                        let service = service_fn(move |request| dispatch(state.clone(), request, kind.clone()));
-                        serve_connection(&watcher, stream, peer, service);
+                        match kind.clone() {
+                            Listener::Main => {
+                                let watcher = watcher.clone();
+                                tokio::spawn(serve_main(state, watcher, stream, peer));
+                            }
+                            reverse => {
+                                let service = service_fn(move |request| {
+                                    dispatch(state.clone(), request, reverse.clone(), false)
+                                });
+                                serve_connection(&watcher, stream, peer, service);
+                            }
+                        }
                     }
                     _ = stop.recv() => return,
                 }
@@ -199,14 +212,49 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `stream` in its own task,
+/// A connection on the main listener: its first request line is checked
+/// (and an unbracketed IPv6 target mended) before hyper serves it.
+async fn serve_main(
+    state: Arc<AppState>,
+    watcher: Arc<GracefulShutdown>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let (prefix, mended) = match request_line::read_first_line(&mut stream).await {
+        FirstLine::Serve { prefix, mended } => (prefix, mended),
+        FirstLine::Gone => return,
+        FirstLine::Refuse(message) => {
+            tracing::info!(%peer, %message, "refused a request with a bad request target");
+            let body = json!({"error": {"status": 400, "code": "bad_target", "message": message}});
+            let mut body = serde_json::to_vec(&body).expect("JSON values always serialise");
+            body.push(b'\n');
+            let head = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    if mended {
+        tracing::debug!(%peer, "mended an unbracketed IPv6 request target");
+    }
+    let service =
+        service_fn(move |request| dispatch(state.clone(), request, Listener::Main, mended));
+    serve_connection(&watcher, Rewind::new(prefix, stream), peer, service);
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `io` in its own task,
 /// watched by `watcher` for graceful shutdown.
-pub(crate) fn serve_connection<S, B>(
+pub(crate) fn serve_connection<I, S, B>(
     watcher: &GracefulShutdown,
-    stream: TcpStream,
+    io: I,
     peer: SocketAddr,
     service: S,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -214,10 +262,9 @@ pub(crate) fn serve_connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let _ = stream.set_nodelay(true);
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let connection = watcher.watch(connection);
     let span = tracing::debug_span!("connection", %peer);
@@ -231,9 +278,25 @@ pub(crate) fn serve_connection<S, B>(
     );
 }
 
+/// `route`, with `connection: close` on every reply when `close` is set.
+async fn dispatch(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    listener: Listener,
+    close: bool,
+) -> Result<Response<ProxyBody>, AbortConnection> {
+    let mut response = route(state, request, listener).await?;
+    if close {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
 /// One port: absolute-form and CONNECT are proxied; origin-form is the API
 /// (or, on a reverse listener, proxied to its upstream).
-async fn dispatch(
+async fn route(
     state: Arc<AppState>,
     request: Request<Incoming>,
     listener: Listener,

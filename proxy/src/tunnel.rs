@@ -7,9 +7,7 @@
 //! nothing is recorded. Upgrades (WebSocket) pass through as bytes.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls::pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -30,6 +28,7 @@ use crate::error::bad_target;
 use crate::error::{AbortConnection, ErrorKind, json_response};
 use crate::forward::{self, Target};
 use crate::headers::{self, strip_hop_by_hop};
+use crate::rewind::Rewind;
 use crate::server::AppState;
 use crate::upstream;
 
@@ -280,10 +279,7 @@ async fn intercept(state: Arc<AppState>, upgraded: Upgraded, target: ConnectTarg
     };
     first.truncate(read);
     let kind = first[0];
-    let io = Rewind {
-        prefix: Bytes::from(first),
-        inner: io,
-    };
+    let io = Rewind::new(Bytes::from(first), io);
     if kind == TLS_HANDSHAKE {
         serve_tls(state, io, target).await;
     } else if kind.is_ascii_uppercase() {
@@ -293,7 +289,7 @@ async fn intercept(state: Arc<AppState>, upgraded: Upgraded, target: ConnectTarg
     }
 }
 
-async fn serve_tls(state: Arc<AppState>, io: Rewind, target: ConnectTarget) {
+async fn serve_tls(state: Arc<AppState>, io: Rewind<TokioIo<Upgraded>>, target: ConnectTarget) {
     let handshake = async {
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
@@ -322,7 +318,7 @@ async fn serve_tls(state: Arc<AppState>, io: Rewind, target: ConnectTarget) {
 
 /// Neither TLS nor HTTP: says so in plain HTTP (what a confused client most
 /// likely reads) and closes.
-async fn refuse_non_tls(mut io: Rewind, target: &ConnectTarget, first: u8) {
+async fn refuse_non_tls(mut io: Rewind<TokioIo<Upgraded>>, target: &ConnectTarget, first: u8) {
     tracing::info!(host = %target.host, first_byte = first, "bytes after CONNECT are neither TLS nor HTTP");
     let message = format!(
         "cacheow: after CONNECT {}:{} a TLS handshake (or an HTTP request) must follow; the first byte was 0x{first:02x}\n",
@@ -366,11 +362,22 @@ where
     }
 }
 
-/// True for an HTTP/1.1 request asking to switch protocols (WebSocket).
+/// True for an HTTP/1.1 request asking to switch to WebSocket. Other
+/// upgrade offers (`h2c`, which Java's HttpClient sends on every plain
+/// request) are dropped by the pipeline and the request served as HTTP/1.1.
 pub(crate) fn is_upgrade(request: &Request<Incoming>) -> bool {
     request.version() == Version::HTTP_11
         && request.method() != Method::CONNECT
-        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|protocol| {
+                let name = protocol.trim().split('/').next().unwrap_or("");
+                name.eq_ignore_ascii_case("websocket")
+            })
 }
 
 /// Passes an upgrade request to the upstream untouched and, on `101`, copies
@@ -466,59 +473,6 @@ fn upgrade_failed(kind: ErrorKind, message: &str) -> Response<ProxyBody> {
         .headers_mut()
         .insert(headers::ERROR, HeaderValue::from_static(kind.as_str()));
     response
-}
-
-/// The connection after CONNECT, giving back first the bytes read to tell
-/// TLS from HTTP.
-struct Rewind {
-    prefix: Bytes,
-    inner: TokioIo<Upgraded>,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let head = self.prefix.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
