@@ -443,23 +443,27 @@ pub struct Upstream {
 impl Upstream {
     /// Serves `handler` on an ephemeral port.
     pub async fn start(handler: Handler) -> Upstream {
-        Self::serve(handler).await
+        Self::serve(handler, "127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Serves `handler` on `addr`, e.g. to bring an upstream back on the
+    /// port it had.
+    pub async fn start_at(addr: SocketAddr, handler: Handler) -> Upstream {
+        Self::serve(handler, addr).await
     }
 
     /// Serves responses whose bodies the handler feeds through a channel
     /// (see `channel_body`), for streams and failures mid-body.
     pub async fn streaming(handler: StreamHandler) -> Upstream {
-        Self::serve(handler).await
+        Self::serve(handler, "127.0.0.1:0".parse().expect("address")).await
     }
 
-    async fn serve<B>(handler: HandlerOf<B>) -> Upstream
+    async fn serve<B>(handler: HandlerOf<B>, addr: SocketAddr) -> Upstream
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();

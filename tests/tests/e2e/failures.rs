@@ -132,7 +132,7 @@ async fn bodies_above_the_cap_pass_through_unrecorded_and_are_counted() {
     assert_eq!(response.bytes().await.unwrap().len(), 5000);
     cacheow_tests::eventually("oversize counted", || async {
         let function = cacheow.function("/big").await;
-        function["stats"]["unrecorded_oversize"] == 1
+        function["stats"]["unrecorded"]["oversize"] == 1
             && function["outcomes"].as_array().unwrap().is_empty()
     })
     .await;

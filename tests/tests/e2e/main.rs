@@ -3,6 +3,7 @@
 
 mod api;
 mod failures;
+mod fidelity;
 mod modes;
 mod storage;
 mod streams;

@@ -326,7 +326,7 @@ async fn a_1_gib_response_passes_through_in_bounded_memory() {
     assert!(growth_mib < 64, "peak memory grew by {growth_mib} MiB");
     cacheow_tests::eventually("the oversize pass-through is counted", || async {
         let function = cacheow.function("/huge").await;
-        function["stats"]["unrecorded_oversize"] == 1
+        function["stats"]["unrecorded"]["oversize"] == 1
             && function["outcomes"] == Value::Array(vec![])
     })
     .await;
