@@ -232,6 +232,9 @@ pub(crate) struct RecentCall {
     pub(crate) status: Option<u16>,
     #[serde(default)]
     pub(crate) error: Option<String>,
+    /// Why a real call left no outcome (`client_gone`, `oversize`, …).
+    #[serde(default)]
+    pub(crate) unrecorded: Option<String>,
 }
 
 /// A full stored outcome. `value` stays a JSON value: its shape depends on
@@ -307,6 +310,11 @@ struct ModeReply {
 #[derive(Deserialize)]
 struct LatencyReply {
     latency_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct ConfigReply {
+    config: Value,
 }
 
 #[derive(Deserialize)]
@@ -425,6 +433,14 @@ pub(crate) async fn set_latency(id: &str, latency_ms: u64) -> Result<u64, ApiErr
     let path = function_path(id, "/latency")?;
     let reply: LatencyReply = post(&path, &serde_json::json!({ "latency_ms": latency_ms })).await?;
     Ok(reply.latency_ms)
+}
+
+/// Merges `settings` (e.g. `{"replay_duration": true}`) into the function's
+/// config; returns the whole config.
+pub(crate) async fn set_config(id: &str, settings: &Value) -> Result<Value, ApiError> {
+    let path = function_path(id, "/config")?;
+    let reply: ConfigReply = post(&path, settings).await?;
+    Ok(reply.config)
 }
 
 pub(crate) async fn set_mock_outcomes(id: &str, entries: &[MockEntry]) -> Result<(), ApiError> {

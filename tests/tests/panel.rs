@@ -866,6 +866,32 @@ async fn api_errors_are_shown_in_words() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_replay_duration_box_turns_recorded_durations_on() {
+    let upstream = Upstream::echo().await;
+    let cacheow = Cacheow::start(&[]);
+    cacheow
+        .proxied_client()
+        .get(format!("{}/timed", upstream.url()))
+        .send()
+        .await
+        .expect("GET");
+    let id = id_of(&cacheow, "/timed").await;
+    let browser = Browser::open(&cacheow).await;
+    browser.goto(&format!("/ui/functions/{id}")).await;
+    browser.click("#replay-duration").await;
+    cacheow_tests::eventually("replay_duration set through the page", || async {
+        cacheow.function("/timed").await["config"]["replay_duration"] == true
+    })
+    .await;
+    browser.click("#replay-duration").await;
+    cacheow_tests::eventually("and cleared again", || async {
+        cacheow.function("/timed").await["config"]["replay_duration"] == false
+    })
+    .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cacheow_started_with_a_token_gets_it_from_the_page_once() {
     let upstream = Upstream::echo().await;
     let cacheow = Cacheow::start(&["--token", "let-me-in"]);

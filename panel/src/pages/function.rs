@@ -211,6 +211,9 @@ fn LatencyCard(id: String, detail: RwSignal<Option<FunctionDetail>>) -> impl Int
     let draft = RwSignal::new(None::<String>);
     let error = RwSignal::new(None::<ApiError>);
     let saved = RwSignal::new(None::<String>);
+    let is_http =
+        Memo::new(move |_| detail.with(|d| d.as_ref().is_some_and(|d| d.summary.kind == "http")));
+    let toggle_id = id.clone();
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -267,7 +270,51 @@ fn LatencyCard(id: String, detail: RwSignal<Option<FunctionDetail>>) -> impl Int
             </form>
             <ErrorNote context="Latency not saved" error testid="latency-error"/>
             <OkNote message=saved testid="latency-ok"/>
+            {move || is_http.get().then(|| view! { <ReplayDurationToggle id=toggle_id.clone() detail/> })}
         </section>
+    }
+}
+
+/// `replay_duration`: replayed responses wait their recorded time.
+#[component]
+fn ReplayDurationToggle(id: String, detail: RwSignal<Option<FunctionDetail>>) -> impl IntoView {
+    let on = Memo::new(move |_| {
+        detail.with(|d| {
+            d.as_ref()
+                .and_then(|d| d.config.get("replay_duration"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+    });
+    let error = RwSignal::new(None::<ApiError>);
+    let on_change = move |ev: leptos::ev::Event| {
+        let wanted = event_target_checked(&ev);
+        let id = id.clone();
+        error.set(None);
+        spawn_local(async move {
+            let settings = serde_json::json!({ "replay_duration": wanted });
+            match api::set_config(&id, &settings).await {
+                Ok(config) => detail.update(|d| {
+                    if let Some(d) = d {
+                        d.config = config;
+                    }
+                }),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <label class="check">
+            <input
+                type="checkbox"
+                id="replay-duration"
+                data-testid="replay-duration"
+                prop:checked=move || on.get()
+                on:change=on_change
+            />
+            " Replayed responses take as long as the recorded call did"
+        </label>
+        <ErrorNote context="Setting not saved" error testid="replay-duration-error"/>
     }
 }
 
@@ -561,6 +608,9 @@ fn RecentCalls(
                                                             <code>{format::short_id(&oid).to_owned()}</code>
                                                         </button>
                                                     }
+                                                })}
+                                                {call.unrecorded.map(|reason| view! {
+                                                    <span class="muted" data-testid="unrecorded">{format!("not recorded: {reason}")}</span>
                                                 })}
                                             </td>
                                         </tr>
