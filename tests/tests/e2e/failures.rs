@@ -27,19 +27,29 @@ async fn refused_connections_are_recorded_and_replayed_as_502() {
     let cacheow = Cacheow::start(&["--default-mode", "cache"]);
     let client = cacheow.proxied_client();
     let url = format!("http://127.0.0.1:{port}/down");
-    for expected_source in ["upstream", "cache"] {
+    // Cache mode tries a refused upstream again each time (issue 10); the
+    // recorded failure replays in mock mode.
+    for expected_source in ["upstream", "upstream", "mock"] {
+        if expected_source == "mock" {
+            let id = cacheow.function("/down").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            cacheow.set_mode(&id, "mock").await;
+        }
         let response = client.get(&url).send().await.unwrap();
         assert_eq!(response.status(), 502);
         assert_eq!(response.headers()["x-cacheow-error"], "connection_refused");
         assert_eq!(response.headers()["x-cacheow-source"], expected_source);
     }
     let function = failure_outcome(&cacheow, "/down").await;
+    assert_eq!(function["outcomes"][0]["count"], 2);
     assert_eq!(function["outcomes"][0]["outcome_type"], "exception");
     assert_eq!(
         function["outcomes"][0]["exception_type"],
         "connection_refused"
     );
-    assert_eq!(function["stats"]["exceptions"], 2);
+    assert_eq!(function["stats"]["exceptions"], 3);
 }
 
 #[tokio::test]
