@@ -2,7 +2,9 @@
 # Runs every check and every test of cacheow: formatting, lints (host and
 # wasm), unit, integration, end-to-end and browser tests. On a fresh machine
 # it first installs what the tests need: the wasm32 target for the panel,
-# and Chromium + ChromeDriver for the browser tests (as root, through apt).
+# Chromium + ChromeDriver for the browser tests (as root, through apt), and
+# for the real-client matrix a Python venv and npm packages under target/
+# from pinned files (tests/clients/install.sh; a JDK through apt if missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,6 +28,9 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver curl >/dev/null
 fi
+
+step "client matrix: Python venv and npm packages under target/ (skipped when current)"
+bash tests/clients/install.sh
 
 step "cargo fmt --check"
 cargo fmt --all --check

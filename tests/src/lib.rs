@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+pub mod matrix;
 pub mod tls;
 
 /// The `cacheow` binary, built once per test run with the test's profile.
