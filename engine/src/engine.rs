@@ -88,8 +88,10 @@ impl Engine {
         let store = Arc::new(Store::open(data_dir)?);
         let functions: Arc<FunctionMap> = Arc::new(RwLock::new(HashMap::new()));
         for stored in store.load()? {
+            // Internal: keyed by the stored id, not the name's hash, so a
+            // function renamed by hand in its file stays reachable by its id.
+            let id = stored.function.id;
             let state = FunctionState::new(stored.function, stored.outcomes, stored.stats);
-            let id = FunctionId::for_identity(&state.name());
             functions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())

@@ -59,6 +59,9 @@ pub enum Unrecorded {
     RequestOversize,
     /// The result could not be serialized.
     NotSerializable,
+    /// The upstream led back to cacheow itself, which refused the request
+    /// as a loop; the refusal was passed on, not kept.
+    Loop,
 }
 
 impl Unrecorded {
@@ -69,6 +72,7 @@ impl Unrecorded {
             Unrecorded::Oversize => "oversize",
             Unrecorded::RequestOversize => "request_oversize",
             Unrecorded::NotSerializable => "not_serializable",
+            Unrecorded::Loop => "loop",
         }
     }
 }
@@ -124,10 +128,6 @@ impl FunctionState {
     pub(crate) fn note_persist_failure(&self) {
         lock(&self.stats).persist_failures += 1;
         self.stats_dirty.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn name(&self) -> String {
-        read(&self.meta).name.clone()
     }
 }
 
@@ -421,7 +421,7 @@ impl FunctionHandle {
     }
 
     /// Replaces the mock entries. Every entry must name a stored outcome and
-    /// carry a finite weight ≥ 0.
+    /// carry a finite weight ≥ 0, and the weights' sum must be finite.
     pub fn set_mock_entries(&self, entries: Vec<MockEntry>) -> Result<(), EngineError> {
         {
             let index = read(&self.state.outcomes);
@@ -443,6 +443,15 @@ impl FunctionHandle {
                     });
                 }
             }
+        }
+        let total: f64 = entries.iter().map(|e| e.weight).sum();
+        if !total.is_finite() {
+            return Err(EngineError::Invalid {
+                field: "entries".into(),
+                message: format!(
+                    "the weights add up to {total}; use smaller numbers (only their ratios matter)"
+                ),
+            });
         }
         self.update(|f| f.mock_entries = entries);
         Ok(())

@@ -537,14 +537,16 @@ async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> Ap
     for (key, value) in body {
         match key.as_str() {
             crate::forward::REPLAY_SPEED => {
-                let valid =
-                    value.is_null() || value.as_f64().is_some_and(|s| s.is_finite() && s >= 0.0);
+                let valid = value.is_null()
+                    || value
+                        .as_f64()
+                        .is_some_and(crate::forward::valid_replay_speed);
                 if !valid {
                     return Err(ApiError::field(
                         "invalid_field",
                         key,
                         format!(
-                            "`replay_speed` must be a number ≥ 0 (1 = as recorded, 0 = at once), got {value}"
+                            "`replay_speed` must be a number from 0 to 100 (1 = as recorded, 0 = at once), got {value}"
                         ),
                     ));
                 }
@@ -698,13 +700,19 @@ async fn add_manual(
             };
             let mut outcome = NewOutcome::exception(kind, message);
             if let Some(ms) = body.get("duration_ms") {
-                outcome.duration_ms = ms.as_f64().filter(|ms| *ms >= 0.0).ok_or_else(|| {
-                    ApiError::field(
-                        "invalid_field",
-                        "duration_ms",
-                        "`duration_ms` must be a number ≥ 0",
-                    )
-                })?;
+                outcome.duration_ms = ms
+                    .as_f64()
+                    .filter(|ms| (0.0..=crate::outcome_http::MAX_WAIT_MS).contains(ms))
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            "invalid_field",
+                            "duration_ms",
+                            format!(
+                                "`duration_ms` must be a number from 0 to {}",
+                                crate::outcome_http::MAX_WAIT_MS
+                            ),
+                        )
+                    })?;
             }
             outcome
         }

@@ -28,9 +28,24 @@ pub enum Command {
     /// Rebuild the index from the JSON files of a data dir (cacheow must not
     /// be running on it).
     RebuildIndex(DataDirArgs),
+    /// Apply today's redaction rules (built in, and the config file's) to
+    /// every stored outcome, e.g. after adding a rule (cacheow must not be
+    /// running on the data dir).
+    Redact(RedactArgs),
     /// Print where the local HTTPS CA certificate is and how to trust it
     /// (creating it if needed; works while cacheow is running).
     Ca(CaArgs),
+}
+
+/// Flags of `redact`.
+#[derive(Debug, Args)]
+pub struct RedactArgs {
+    /// Where functions and outcomes are stored.
+    #[arg(long, env = "CACHEOW_DATA_DIR", default_value = ".cacheow")]
+    pub data_dir: PathBuf,
+    /// Config file with extra rules [default: ./cacheow.toml when present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags of `ca`.
@@ -84,6 +99,18 @@ pub struct ServeArgs {
     /// Seconds to wait for an upstream TCP connection before a `connect_timeout` outcome.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Seconds a new connection may wait before sending its first byte.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Seconds a client has to send a complete request head, counted from
+    /// its connection (or its previous reply on a kept-alive HTTP/1.1
+    /// connection, which also ends idle kept-alive connections).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub header_timeout: f64,
+    /// Seconds a request body may pause between two chunks before the call
+    /// is refused with a 408.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub body_timeout: f64,
     /// Also trust this CA certificate (PEM) for upstream TLS, besides the
     /// built-in web roots: for private or test CAs (repeatable).
     #[arg(long, value_name = "FILE")]
@@ -93,7 +120,8 @@ pub struct ServeArgs {
     /// (repeatable; for certificate-pinned clients).
     #[arg(long, value_name = "PATTERN")]
     pub no_intercept: Vec<String>,
-    /// Token the control API requires (mandatory when listening off loopback).
+    /// Token the control API requires; off loopback it is mandatory and
+    /// proxying wants it too (as the password of `Proxy-Authorization`).
     #[arg(long, env = "CACHEOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }

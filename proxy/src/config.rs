@@ -11,12 +11,15 @@ use serde::Deserialize;
 
 use crate::call_key::KeyRules;
 use crate::cli::ServeArgs;
+use crate::redact::Redaction;
 use crate::route::{RoutePattern, RouteRule, RouteTable};
 use crate::tunnel::HostPattern;
 
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8765;
 const DEFAULT_CONFIG_FILE: &str = "cacheow.toml";
+/// Longest timeout a flag accepts: a day.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// A configuration problem, worded for the person who wrote it.
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +89,20 @@ pub struct Config {
     /// Commit before replying.
     pub durable: bool,
     pub(crate) routes: Arc<RouteTable>,
-    pub(crate) redact_headers: Arc<Vec<String>>,
+    pub(crate) redaction: Arc<Redaction>,
     /// Record cap.
     pub max_body_bytes: usize,
     /// Wait for response headers.
     pub upstream_timeout: Duration,
     /// Wait for a TCP connection.
     pub connect_timeout: Duration,
-    /// API token.
+    /// Wait for a new connection's first byte.
+    pub idle_timeout: Duration,
+    /// Wait for a complete request head.
+    pub header_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_timeout: Duration,
+    /// The token the API, and off loopback every listener, requires.
     pub token: Option<String>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
@@ -149,16 +158,29 @@ impl Config {
             let listen = resolve(listen_text, &format!("--reverse `{spec}`"))?;
             reverse.push(Reverse { listen, upstream });
         }
-        if !(args.upstream_timeout > 0.0 && args.upstream_timeout.is_finite()) {
-            return Err(ConfigError(
-                "--upstream-timeout must be a positive number of seconds".into(),
-            ));
+        let token = args.token.filter(|t| !t.is_empty());
+        if let Some(open) = reverse.iter().find(|r| !is_loopback(r.listen.ip()))
+            && token.is_none()
+        {
+            return Err(ConfigError(format!(
+                "--reverse listener on {}, off loopback, would let other machines use it; set a token with --token or CACHEOW_TOKEN",
+                open.listen
+            )));
         }
-        if !(args.connect_timeout > 0.0 && args.connect_timeout.is_finite()) {
-            return Err(ConfigError(
-                "--connect-timeout must be a positive number of seconds".into(),
-            ));
-        }
+        let seconds = |value: f64, flag: &str| {
+            if value > 0.0 && value <= MAX_TIMEOUT_SECS {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(ConfigError(format!(
+                    "{flag} must be a positive number of seconds, at most {MAX_TIMEOUT_SECS}, got {value}"
+                )))
+            }
+        };
+        let upstream_timeout = seconds(args.upstream_timeout, "--upstream-timeout")?;
+        let connect_timeout = seconds(args.connect_timeout, "--connect-timeout")?;
+        let idle_timeout = seconds(args.idle_timeout, "--idle-timeout")?;
+        let header_timeout = seconds(args.header_timeout, "--header-timeout")?;
+        let body_timeout = seconds(args.body_timeout, "--body-timeout")?;
         let upstream_roots = Arc::new(upstream_roots(&args.upstream_ca)?);
         let no_intercept = args
             .no_intercept
@@ -182,11 +204,14 @@ impl Config {
             default_mode,
             durable: args.durable,
             routes: Arc::new(RouteTable::new(file.rules)),
-            redact_headers: Arc::new(file.redact_headers),
+            redaction: Arc::new(file.redaction),
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
-            upstream_timeout: Duration::from_secs_f64(args.upstream_timeout),
-            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
-            token: args.token.filter(|t| !t.is_empty()),
+            upstream_timeout,
+            connect_timeout,
+            idle_timeout,
+            header_timeout,
+            body_timeout,
+            token,
             config_file,
             upstream_roots,
             no_intercept,
@@ -249,12 +274,33 @@ pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     ip.is_loopback()
 }
 
+/// The redaction rules of a config file (`./cacheow.toml` when `path` is
+/// `None` and it exists), for `cacheow redact`.
+pub(crate) fn redaction_from(path: Option<&Path>) -> Result<Redaction, ConfigError> {
+    let path = match path {
+        Some(path) => Some(path.to_owned()),
+        None => Path::new(DEFAULT_CONFIG_FILE)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_CONFIG_FILE)),
+    };
+    match path {
+        Some(path) => Ok(read_config_file(&path)?.redaction),
+        None => Ok(Redaction::default()),
+    }
+}
+
 /// The config file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfigFile {
     #[serde(default)]
     redact_headers: Vec<String>,
+    #[serde(default)]
+    redact_query: Vec<String>,
+    #[serde(default)]
+    redact_body_fields: Vec<String>,
+    #[serde(default)]
+    keep_set_cookie: bool,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -280,7 +326,7 @@ struct RawRoute {
 #[derive(Debug, Default)]
 struct ConfigFile {
     rules: Vec<RouteRule>,
-    redact_headers: Vec<String>,
+    redaction: Redaction,
 }
 
 fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
@@ -324,9 +370,9 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         let mut initial_config = serde_json::Map::new();
         if let Some(speed) = &route.replay_speed {
             let value = *speed.get_ref();
-            if !(value.is_finite() && value >= 0.0) {
+            if !crate::forward::valid_replay_speed(value) {
                 return Err(ConfigError(format!(
-                    "config file `{}`, line {}, key route[{i}].replay_speed: must be a number ≥ 0 (1 = as recorded, 0 = at once)",
+                    "config file `{}`, line {}, key route[{i}].replay_speed: must be a number from 0 to 100 (1 = as recorded, 0 = at once)",
                     path.display(),
                     line_of(speed.span().start)
                 )));
@@ -340,11 +386,16 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
     }
     Ok(ConfigFile {
         rules,
-        redact_headers: raw
-            .redact_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
+        redaction: Redaction {
+            headers: raw
+                .redact_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            query: raw.redact_query,
+            body_fields: raw.redact_body_fields,
+            keep_set_cookie: raw.keep_set_cookie,
+        },
     })
 }
 

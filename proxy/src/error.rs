@@ -125,9 +125,14 @@ fn source_static(source: &str) -> &'static str {
 /// A request cacheow cannot proxy at all (a bad target or CONNECT), with
 /// what was wrong.
 pub(crate) fn bad_target(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    refused(status, "bad_target", message)
+}
+
+/// A request cacheow will not serve, as `{"error": {status, code, message}}`.
+pub(crate) fn refused(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     json_response(
         status,
-        &json!({"error": {"status": status.as_u16(), "code": "bad_target", "message": message}}),
+        &json!({"error": {"status": status.as_u16(), "code": code, "message": message}}),
     )
 }
 

@@ -18,12 +18,13 @@ use serde_json::{Value, json};
 
 use crate::body::{Captured, ProxyBody};
 use crate::call_key::{KeyInput, call_key};
-use crate::error::{AbortConnection, ErrorKind, respond_failure};
+use crate::error::{AbortConnection, ErrorKind, refused, respond_failure};
 use crate::headers::{self, strip_hop_by_hop};
 use crate::outcome_http::{
     Ending, Prepared, body_to_json, headers_to_json, prepare, response_fingerprint,
     response_outcome,
 };
+use crate::redact::Redaction;
 use crate::server::AppState;
 use crate::upstream::{self, UpstreamFailure};
 
@@ -82,11 +83,26 @@ pub(crate) async fn pipeline(
         config: route.config,
         initial_config: route.initial_config,
     });
-    let body = match read_body(body, state.config.max_body_bytes).await {
+    let body = match read_body(body, state.config.max_body_bytes, state.config.body_timeout).await {
         Ok(body) => body,
-        Err(e) => {
+        Err(BodyError::Broken(e)) => {
             tracing::info!(function = %function.id(), error = %e, "the client's request body broke off; nothing was sent upstream");
             return Err(AbortConnection);
+        }
+        Err(BodyError::Stalled) => {
+            tracing::info!(function = %function.id(), timeout = ?state.config.body_timeout, "the client's request body stalled; nothing was sent upstream");
+            let mut response = refused(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the request body paused for more than {:?} (--body-timeout); nothing was sent upstream",
+                    state.config.body_timeout
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(response);
         }
     };
     let key = match &body {
@@ -186,10 +202,26 @@ fn is_connect_failure(outcome: &cacheow_engine::Outcome) -> bool {
         })
 }
 
-async fn read_body(mut body: Incoming, cap: usize) -> Result<RequestBody, hyper::Error> {
+/// Why a request body could not be read.
+enum BodyError {
+    Broken(hyper::Error),
+    /// No chunk came within the body timeout.
+    Stalled,
+}
+
+async fn read_body(
+    mut body: Incoming,
+    cap: usize,
+    pause: Duration,
+) -> Result<RequestBody, BodyError> {
     let mut buffer = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
+    loop {
+        let frame = match tokio::time::timeout(pause, body.frame()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(BodyError::Broken)?,
+        };
+        let Ok(data) = frame.into_data() else {
             continue;
         };
         if buffer.len() + data.len() > cap {
@@ -219,7 +251,7 @@ struct RequestRecord {
     url: String,
     headers: http::HeaderMap,
     body: Bytes,
-    redact: Arc<Vec<String>>,
+    redaction: Arc<Redaction>,
 }
 
 impl RequestRecord {
@@ -229,11 +261,17 @@ impl RequestRecord {
             .headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
+        let mut body = if self.body.is_empty() {
+            Value::Null
+        } else {
+            body_to_json(&self.body, encoding)
+        };
+        self.redaction.body(&mut body);
         json!({
             "method": self.method.as_str(),
-            "url": self.url,
-            "headers": headers_to_json(&self.headers, &self.redact),
-            "body": if self.body.is_empty() { Value::Null } else { body_to_json(&self.body, encoding) },
+            "url": self.redaction.url(&self.url),
+            "headers": headers_to_json(&self.headers, &self.redaction.headers),
+            "body": body,
         })
     }
 }
@@ -300,12 +338,18 @@ fn replay_speed(function: &FunctionHandle) -> f64 {
     function
         .setting(REPLAY_SPEED)
         .and_then(|v| v.as_f64())
-        .filter(|speed| speed.is_finite() && *speed >= 0.0)
+        .filter(|speed| valid_replay_speed(*speed))
         .unwrap_or(1.0)
 }
 
 /// The config key of the stream replay speed.
 pub(crate) const REPLAY_SPEED: &str = "replay_speed";
+
+/// A `replay_speed` scales recorded gaps: 0 (at once) up to 100 (a hundred
+/// times slower); beyond that a replay would outlast any client.
+pub(crate) fn valid_replay_speed(speed: f64) -> bool {
+    (0.0..=100.0).contains(&speed)
+}
 
 /// The config key that makes replayed responses take their recorded time.
 pub(crate) const REPLAY_DURATION: &str = "replay_duration";
@@ -344,7 +388,7 @@ impl Call<'_> {
             } => {
                 if replay_duration(self.function) {
                     let speed = replay_speed(self.function);
-                    tokio::time::sleep(duration.mul_f64(speed)).await;
+                    tokio::time::sleep(crate::outcome_http::scaled_wait(*duration, speed)).await;
                 }
                 let response =
                     self.respond(*status, headers, ProxyBody::full(body.clone()), source);
@@ -433,9 +477,30 @@ impl Call<'_> {
         };
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if parts.status == StatusCode::LOOP_DETECTED
+            && parts
+                .headers
+                .get(headers::ERROR)
+                .is_some_and(|e| e == "loop_detected")
+        {
+            // Internal: a cacheow refused the request as a loop; its
+            // refusal says nothing about the upstream, so it is not kept.
+            self.finish(
+                Source::Upstream,
+                None,
+                Some(parts.status.as_u16()),
+                Some("loop_detected".into()),
+                Some(Unrecorded::Loop),
+            );
+            let body = ProxyBody::Chain {
+                head: None,
+                rest: incoming,
+            };
+            return Ok(Response::from_parts(parts, body));
+        }
         let head = Head {
             status: parts.status,
-            headers: parts.headers.clone(),
+            headers: self.state.config.redaction.response_headers(&parts.headers),
             elapsed: self.started.elapsed(),
             request: request_record,
         };
@@ -540,7 +605,28 @@ impl Call<'_> {
         });
         let outcome_id = recording.outcome_id;
         if let Err(e) = recording.persisted().await {
-            tracing::error!(function = %self.function.id(), error = %e, "durable write failed; replying anyway");
+            // Internal: --durable promises that an answer means a stored
+            // outcome, so a failed commit is an error, not the upstream's 2xx.
+            tracing::error!(function = %self.function.id(), error = %e, "durable write failed; the client gets a 507");
+            self.finish(
+                Source::Upstream,
+                Some(outcome_id),
+                Some(StatusCode::INSUFFICIENT_STORAGE.as_u16()),
+                Some("persist_failed".into()),
+                None,
+            );
+            let mut response = refused(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "persist_failed",
+                &format!(
+                    "the upstream answered {status}, but --durable could not store the outcome: {e}"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(headers::ERROR, HeaderValue::from_static("persist_failed"));
+            self.mark(&mut response, Source::Upstream);
+            return Ok(response);
         }
         self.finish(Source::Upstream, Some(outcome_id), Some(status), None, None);
         let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
@@ -601,6 +687,7 @@ impl Call<'_> {
         if let Ok(host) = HeaderValue::from_str(&self.target.authority) {
             headers.insert(header::HOST, host);
         }
+        headers.append(header::VIA, crate::guard::via().clone());
         upstream::send(
             &self.state.client,
             request,
@@ -636,7 +723,7 @@ impl Call<'_> {
             url: self.target.url(),
             headers: self.parts.headers.clone(),
             body,
-            redact: self.state.config.redact_headers.clone(),
+            redaction: self.state.config.redaction.clone(),
         }
     }
 

@@ -10,8 +10,10 @@ pub(crate) const FUNCTION: HeaderName = HeaderName::from_static("x-cacheow-funct
 /// The error kind, on replies that stand for a failure.
 pub(crate) const ERROR: HeaderName = HeaderName::from_static("x-cacheow-error");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy `proxy-connection`.
-const HOP_BY_HOP: [&str; 9] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1), the legacy `proxy-connection`, and
+/// `x-cacheow-token`, which is for cacheow alone.
+const HOP_BY_HOP: [&str; 10] = [
+    "x-cacheow-token",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -42,11 +44,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Request headers whose values are secrets, redacted in the mirror and the
 /// panel (configurable additions come from the config file).
-pub(crate) const SECRET_HEADERS: [&str; 4] = [
+pub(crate) const SECRET_HEADERS: [&str; 7] = [
     "authorization",
     "cookie",
     "proxy-authorization",
     "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-goog-api-key",
 ];
 
 /// Response headers that differ between otherwise identical replies, left

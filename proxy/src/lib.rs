@@ -13,9 +13,11 @@ pub mod config;
 pub mod control;
 mod error;
 mod forward;
+mod guard;
 mod headers;
 mod outcome_http;
 mod panel;
+pub(crate) mod redact;
 mod request_line;
 mod rewind;
 mod route;
@@ -25,5 +27,6 @@ mod tls;
 mod tunnel;
 mod upstream;
 
+pub use redact::{RedactError, redact_store};
 pub use server::{RunError, run};
 pub use tls::{Ca, CaError, CaPaths};

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use cacheow_proxy::cli::{CaArgs, Cli, Command, DataDirArgs, ServeArgs};
+use cacheow_proxy::cli::{CaArgs, Cli, Command, DataDirArgs, RedactArgs, ServeArgs};
 use cacheow_proxy::config::Config;
 use cacheow_proxy::{Ca, CaPaths, run, telemetry};
 use clap::Parser;
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::RebuildIndex(args) => rebuild_index(args),
+        Command::Redact(args) => redact(args),
         Command::Ca(args) => ca(args),
     }
 }
@@ -47,6 +48,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,6 +93,27 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+fn redact(args: RedactArgs) -> ExitCode {
+    match cacheow_proxy::redact_store(&args.data_dir, args.config.as_deref()) {
+        Ok(changed) => {
+            println!("redacted {changed} outcomes");
+            ExitCode::SUCCESS
+        }
+        Err(cacheow_proxy::RedactError::Open(e)) if e.is_locked() => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+        Err(cacheow_proxy::RedactError::Config(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn rebuild_index(args: DataDirArgs) -> ExitCode {
     let result =
         cacheow_engine::Engine::open(&args.data_dir, cacheow_engine::EngineOptions::default())
@@ -125,6 +148,27 @@ fn rebuild_index(args: DataDirArgs) -> ExitCode {
                 ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one: the common soft
+/// default of 1,024 is a few hundred idle clients away from refusing
+/// everyone.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current < limit.maximum {
+            let before = limit.current;
+            limit.current = limit.maximum;
+            match setrlimit(Resource::Nofile, limit) {
+                Ok(()) => {
+                    tracing::debug!(?before, after = ?limit.maximum, "raised the open-files limit")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
             }
         }
     }

@@ -54,15 +54,33 @@ pub(crate) fn body_from_json(value: &Value) -> Result<Bytes, String> {
     }
 }
 
+/// The readable view of an encoded body is kept up to this size: past it a
+/// body is most likely a decompression bomb, and its bytes are kept anyway.
+pub(crate) const DECODED_VIEW_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Inflates a gzip or deflate body for its readable view, reading at most
+/// `DECODED_VIEW_LIMIT` bytes so a bomb costs no more memory than that.
 fn decode_content(bytes: &[u8], encoding: &str) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut out = Vec::new();
-    let read = match encoding.to_ascii_lowercase().as_str() {
-        "gzip" | "x-gzip" => flate2::read::GzDecoder::new(bytes).read_to_end(&mut out),
-        "deflate" => flate2::read::ZlibDecoder::new(bytes).read_to_end(&mut out),
+    let decoder: Box<dyn Read + '_> = match encoding.to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(bytes)),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(bytes)),
         _ => return None,
     };
-    read.ok().map(|_| out)
+    let mut out = Vec::new();
+    decoder
+        .take(DECODED_VIEW_LIMIT + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    if out.len() as u64 > DECODED_VIEW_LIMIT {
+        tracing::info!(
+            encoded = bytes.len(),
+            limit = DECODED_VIEW_LIMIT,
+            "encoded body inflates past the limit of its readable view; kept as bytes only"
+        );
+        return None;
+    }
+    Some(out)
 }
 
 /// Headers as `[[name, value], …]`, optionally redacting secrets.
@@ -351,6 +369,25 @@ pub(crate) fn prepare(outcome: &Outcome) -> PreparedOutcome {
     PreparedOutcome { reply, requires }
 }
 
+/// The longest recorded time (a call's duration, a chunk's offset) a replay
+/// waits: one hour, in milliseconds.
+pub(crate) const MAX_WAIT_MS: f64 = 3_600_000.0;
+
+/// A recorded time in milliseconds as a wait, clamped to `[0, MAX_WAIT_MS]`
+/// so a hand-edited file can never make a replay overflow.
+pub(crate) fn recorded_wait(ms: f64) -> Duration {
+    if ms > 0.0 {
+        Duration::from_secs_f64(ms.min(MAX_WAIT_MS) / 1000.0)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// A recorded wait scaled by a replay speed, clamped like `recorded_wait`.
+pub(crate) fn scaled_wait(wait: Duration, speed: f64) -> Duration {
+    recorded_wait(wait.as_secs_f64() * 1000.0 * speed)
+}
+
 fn prepare_reply(outcome: &Outcome) -> Prepared {
     match outcome.outcome_type {
         OutcomeType::Exception => Prepared::Failure {
@@ -359,14 +396,14 @@ fn prepare_reply(outcome: &Outcome) -> Prepared {
                 .clone()
                 .unwrap_or_else(|| "protocol_error".into()),
             message: outcome.exception_message.clone().unwrap_or_default(),
-            duration: Duration::from_secs_f64(outcome.duration_ms.max(0.0) / 1000.0),
+            duration: recorded_wait(outcome.duration_ms),
         },
         OutcomeType::Return => match response_parts(&outcome.value) {
             Ok((status, headers, body)) => Prepared::Response {
                 status,
                 headers,
                 body,
-                duration: Duration::from_secs_f64(outcome.duration_ms.max(0.0) / 1000.0),
+                duration: recorded_wait(outcome.duration_ms),
             },
             Err(reason) => Prepared::Invalid(format!(
                 "outcome {} cannot be replayed: {reason}",
@@ -401,11 +438,13 @@ pub(crate) fn stream_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Vec<
         let offset = item
             .get("offset_ms")
             .and_then(Value::as_f64)
-            .filter(|ms| ms.is_finite() && *ms >= 0.0)
-            .ok_or_else(|| format!("`chunks[{i}].offset_ms` must be a number ≥ 0"))?;
+            .filter(|ms| (0.0..=MAX_WAIT_MS).contains(ms))
+            .ok_or_else(|| {
+                format!("`chunks[{i}].offset_ms` must be a number from 0 to {MAX_WAIT_MS}")
+            })?;
         let data = body_from_json(item.get("data").unwrap_or(&Value::Null))
             .map_err(|e| format!("`chunks[{i}].data`: {e}"))?;
-        chunks.push((Duration::from_secs_f64(offset / 1000.0), data));
+        chunks.push((recorded_wait(offset), data));
     }
     Ok((status, headers, chunks))
 }
@@ -428,8 +467,8 @@ fn head_parts(value: &Value) -> Result<(StatusCode, HeaderMap), String> {
         .and_then(Value::as_u64)
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .filter(|s| (100..=599).contains(&s.as_u16()))
-        .ok_or("`status` must be a number from 100 to 599")?;
+        .filter(|s| (200..=599).contains(&s.as_u16()))
+        .ok_or("`status` must be a number from 200 to 599 (a 1xx is not a final reply)")?;
     let mut headers = headers_from_json(value.get("headers").unwrap_or(&Value::Null))?;
     crate::headers::strip_hop_by_hop(&mut headers);
     Ok((status, headers))

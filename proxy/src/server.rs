@@ -8,7 +8,7 @@ use cacheow_engine::{Engine, EngineError, EngineOptions};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Map, json};
@@ -18,10 +18,11 @@ use tracing::Instrument;
 
 use crate::api::{self, Control};
 use crate::body::ProxyBody;
-use crate::config::{Config, Upstream};
+use crate::config::{self, Config, Upstream};
 use crate::error::AbortConnection;
 use crate::error::bad_target;
 use crate::forward::{self, Target};
+use crate::guard;
 use crate::request_line::{self, FirstLine};
 use crate::rewind::Rewind;
 use crate::tls::{Ca, CaError, LeafCache};
@@ -75,6 +76,38 @@ enum Listener {
     Reverse(Arc<Upstream>),
 }
 
+/// How long a connection may take before it sends what it must.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionTimeouts {
+    /// Until the first byte of a new connection.
+    pub(crate) idle: Duration,
+    /// Until a request head is complete (hyper's HTTP/1.1 header timer).
+    pub(crate) header: Duration,
+}
+
+impl ConnectionTimeouts {
+    /// The in-process panel's: the defaults of `serve`'s flags.
+    pub(crate) const LIBRARY: ConnectionTimeouts = ConnectionTimeouts {
+        idle: Duration::from_secs(60),
+        header: Duration::from_secs(30),
+    };
+
+    pub(crate) fn of(config: &Config) -> Self {
+        Self {
+            idle: config.idle_timeout,
+            header: config.header_timeout,
+        }
+    }
+}
+
+/// A listener and whether its clients must show the token: off loopback
+/// they may be anyone.
+#[derive(Clone)]
+struct Bound {
+    kind: Listener,
+    needs_token: bool,
+}
+
 /// Runs cacheow until SIGINT or SIGTERM. `on_ready` gets the bound main
 /// address and the bound reverse addresses once every port is open.
 pub async fn run(
@@ -115,6 +148,9 @@ pub async fn run(
             source,
         })?;
         reverse.push((listener, addr, Arc::new(spec.upstream.clone())));
+        if !config::is_loopback(addr.ip()) {
+            tracing::info!(%addr, "reverse listener off loopback: clients must send the token");
+        }
     }
 
     let info = Map::from_iter([
@@ -147,13 +183,23 @@ pub async fn run(
     let mut accepts = tokio::task::JoinSet::new();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let watcher = Arc::new(graceful);
-    let mut listeners = vec![(main, Listener::Main)];
-    listeners.extend(
-        reverse
-            .into_iter()
-            .map(|(l, _, up)| (l, Listener::Reverse(up))),
-    );
-    for (listener, kind) in listeners {
+    let token = state.config.token.is_some();
+    let mut listeners = vec![(
+        main,
+        Bound {
+            kind: Listener::Main,
+            needs_token: token && !config::is_loopback(main_addr.ip()),
+        },
+    )];
+    listeners.extend(reverse.into_iter().map(|(l, addr, up)| {
+        let bound = Bound {
+            kind: Listener::Reverse(up),
+            needs_token: token && !config::is_loopback(addr.ip()),
+        };
+        (l, bound)
+    }));
+    let timeouts = ConnectionTimeouts::of(&state.config);
+    for (listener, bound) in listeners {
         let state = state.clone();
         let watcher = watcher.clone();
         let mut stop = stop_tx.subscribe();
@@ -163,16 +209,22 @@ pub async fn run(
                     (stream, peer) = accept(&listener) => {
                         let _ = stream.set_nodelay(true);
                         let state = state.clone();
-                        match kind.clone() {
+                        let watcher = watcher.clone();
+                        let bound = bound.clone();
+                        match bound.kind {
                             Listener::Main => {
-                                let watcher = watcher.clone();
-                                tokio::spawn(serve_main(state, watcher, stream, peer));
+                                tokio::spawn(serve_main(state, watcher, stream, peer, bound));
                             }
-                            reverse => {
-                                let service = service_fn(move |request| {
-                                    dispatch(state.clone(), request, reverse.clone(), false)
+                            Listener::Reverse(_) => {
+                                tokio::spawn(async move {
+                                    if !first_byte_within(&stream, timeouts.idle, peer).await {
+                                        return;
+                                    }
+                                    let service = service_fn(move |request| {
+                                        dispatch(state.clone(), request, bound.clone(), false)
+                                    });
+                                    serve_connection(&watcher, stream, peer, service, timeouts);
                                 });
-                                serve_connection(&watcher, stream, peer, service);
                             }
                         }
                     }
@@ -212,6 +264,22 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// Waits for a new connection's first byte; false (and the connection
+/// dropped) when none came within `idle`, so idle sockets cannot pile up.
+pub(crate) async fn first_byte_within(
+    stream: &TcpStream,
+    idle: Duration,
+    peer: SocketAddr,
+) -> bool {
+    match tokio::time::timeout(idle, stream.readable()).await {
+        Ok(ready) => ready.is_ok(),
+        Err(_) => {
+            tracing::debug!(%peer, "closed a connection that sent nothing");
+            false
+        }
+    }
+}
+
 /// A connection on the main listener: its first request line is checked
 /// (and an unbracketed IPv6 target mended) before hyper serves it.
 async fn serve_main(
@@ -219,11 +287,21 @@ async fn serve_main(
     watcher: Arc<GracefulShutdown>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    bound: Bound,
 ) {
-    let (prefix, mended) = match request_line::read_first_line(&mut stream).await {
-        FirstLine::Serve { prefix, mended } => (prefix, mended),
-        FirstLine::Gone => return,
-        FirstLine::Refuse(message) => {
+    let timeouts = ConnectionTimeouts::of(&state.config);
+    let first_line = tokio::time::timeout(
+        timeouts.idle + timeouts.header,
+        request_line::read_first_line(&mut stream),
+    );
+    let (prefix, mended) = match first_line.await {
+        Err(_) => {
+            tracing::debug!(%peer, "closed a connection that sent no request line");
+            return;
+        }
+        Ok(FirstLine::Serve { prefix, mended }) => (prefix, mended),
+        Ok(FirstLine::Gone) => return,
+        Ok(FirstLine::Refuse(message)) => {
             tracing::info!(%peer, %message, "refused a request with a bad request target");
             let body = json!({"error": {"status": 400, "code": "bad_target", "message": message}});
             let mut body = serde_json::to_vec(&body).expect("JSON values always serialise");
@@ -242,8 +320,14 @@ async fn serve_main(
         tracing::debug!(%peer, "mended an unbracketed IPv6 request target");
     }
     let service =
-        service_fn(move |request| dispatch(state.clone(), request, Listener::Main, mended));
-    serve_connection(&watcher, Rewind::new(prefix, stream), peer, service);
+        service_fn(move |request| dispatch(state.clone(), request, bound.clone(), mended));
+    serve_connection(
+        &watcher,
+        Rewind::new(prefix, stream),
+        peer,
+        service,
+        timeouts,
+    );
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `io` in its own task,
@@ -253,6 +337,7 @@ pub(crate) fn serve_connection<I, S, B>(
     io: I,
     peer: SocketAddr,
     service: S,
+    timeouts: ConnectionTimeouts,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -262,8 +347,7 @@ pub(crate) fn serve_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder
+    let connection = http_builder(timeouts)
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let connection = watcher.watch(connection);
@@ -278,20 +362,92 @@ pub(crate) fn serve_connection<I, S, B>(
     );
 }
 
-/// `route`, with `connection: close` on every reply when `close` is set.
+/// The HTTP/1.1 and HTTP/2 server settings of every connection.
+pub(crate) fn http_builder(timeouts: ConnectionTimeouts) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    // Internal: pings find dead HTTP/2 peers; a live one may stay idle, as
+    // clients multiplex every call onto one connection.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(timeouts.header))
+        .keep_alive_timeout(timeouts.header);
+    builder
+}
+
+/// `route` behind the listener's guard, with `connection: close` on every
+/// reply when `close` is set.
 async fn dispatch(
     state: Arc<AppState>,
     request: Request<Incoming>,
-    listener: Listener,
+    bound: Bound,
     close: bool,
 ) -> Result<Response<ProxyBody>, AbortConnection> {
-    let mut response = route(state, request, listener).await?;
+    let mut response = match admit(&state, &request, &bound) {
+        Some(refusal) => refusal,
+        None => route(state, request, bound.kind).await?,
+    };
     if close {
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+/// The refusal for a request this listener must not serve: a client
+/// without the token off loopback, a foreign `Host` on a loopback reverse
+/// listener, a request that looped back.
+fn admit(
+    state: &AppState,
+    request: &Request<Incoming>,
+    bound: &Bound,
+) -> Option<Response<ProxyBody>> {
+    if let Some(refusal) = guard::loop_refusal(request.headers()) {
+        return Some(refusal);
+    }
+    let token = state.config.token.as_deref();
+    match &bound.kind {
+        Listener::Main => {
+            let proxied = request.method() == Method::CONNECT
+                || request
+                    .uri()
+                    .authority()
+                    .is_some_and(|a| !state.control.is_own_authority(a.as_str()));
+            // Internal: the API checks its own token (as `Authorization`).
+            if proxied
+                && bound.needs_token
+                && let Some(token) = token
+                && !guard::carries_token(request.headers(), token, false)
+            {
+                return Some(guard::proxy_auth_required());
+            }
+        }
+        Listener::Reverse(_) => {
+            if bound.needs_token {
+                if let Some(token) = token
+                    && !guard::carries_token(request.headers(), token, true)
+                {
+                    return Some(guard::reverse_auth_required());
+                }
+            } else {
+                let host = request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .or_else(|| request.uri().authority().map(|a| a.as_str()))
+                    .unwrap_or("");
+                if token.is_none() && !guard::local_host_name(host) {
+                    return Some(guard::misdirected(host));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// One port: absolute-form and CONNECT are proxied; origin-form is the API
@@ -334,9 +490,15 @@ async fn route(
                     ),
                 ));
             }
+            // Internal: credentials in the URL (`user:pass@host`) must not
+            // reach names, files, logs or the upstream's `Host`.
+            let authority = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, host)| host);
             let target = Target {
                 scheme: scheme.to_owned(),
-                authority: authority.as_str().to_ascii_lowercase(),
+                authority: authority.to_ascii_lowercase(),
                 path: uri.path().to_owned(),
                 query: uri.query().map(str::to_owned),
             };

@@ -15,8 +15,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -29,7 +28,7 @@ use crate::error::{AbortConnection, ErrorKind, json_response};
 use crate::forward::{self, Target};
 use crate::headers::{self, strip_hop_by_hop};
 use crate::rewind::Rewind;
-use crate::server::AppState;
+use crate::server::{AppState, ConnectionTimeouts};
 use crate::upstream;
 
 /// How long a client may take, after CONNECT, to send its first bytes and
@@ -199,6 +198,15 @@ pub(crate) async fn connect(
             return bad_target(StatusCode::BAD_REQUEST, &message);
         }
     };
+    if state.control.is_own_authority(&target.authority("https"))
+        || state.control.is_own_authority(&target.authority("http"))
+    {
+        tracing::info!(host = %target.host, port = target.port, "refused a CONNECT to cacheow itself");
+        return bad_target(
+            StatusCode::BAD_REQUEST,
+            "CONNECT to cacheow's own address: call its API and panel directly, not through the proxy (add it to NO_PROXY)",
+        );
+    }
     let blind = state.config.no_intercept.iter().any(|p| p.matches(&target));
     if blind {
         return tunnel_blind(state, request, target).await;
@@ -338,6 +346,7 @@ async fn serve_http<I>(state: Arc<AppState>, io: I, scheme: &'static str, author
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let timeouts = ConnectionTimeouts::of(&state.config);
     let service = service_fn(move |request: Request<Incoming>| {
         let state = state.clone();
         let target = Target {
@@ -347,14 +356,16 @@ where
             query: request.uri().query().map(str::to_owned),
         };
         async move {
-            if is_upgrade(&request) {
+            if let Some(refusal) = crate::guard::loop_refusal(request.headers()) {
+                Ok(refusal)
+            } else if is_upgrade(&request) {
                 pass_upgrade(state, request, target).await
             } else {
                 forward::pipeline(state, request, target).await
             }
         }
     });
-    let connection = auto::Builder::new(TokioExecutor::new())
+    let connection = crate::server::http_builder(timeouts)
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await;
     if let Err(e) = connection {

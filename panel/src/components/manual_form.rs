@@ -127,12 +127,12 @@ impl Draft {
             .trim()
             .parse::<u16>()
             .ok()
-            .filter(|s| (100..=599).contains(s))
+            .filter(|s| (200..=599).contains(s))
             .ok_or_else(|| {
                 ApiError::invalid(
                     "status",
                     format!(
-                        "status must be a number from 100 to 599, got `{}`",
+                        "status must be a number from 200 to 599, got `{}`",
                         self.status
                     ),
                 )

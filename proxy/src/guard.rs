@@ -1,0 +1,231 @@
+//! Who may use a listener, and requests that must not be served: the token
+//! off loopback (`Proxy-Authorization` for proxying), the `Host` check of
+//! reverse listeners against DNS rebinding, and the `Via` loop guard.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+
+use crate::body::ProxyBody;
+use crate::error::refused;
+
+/// How a reverse listener's client gives the token when it cannot set
+/// `Proxy-Authorization` (its `Authorization` belongs to the upstream).
+pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-cacheow-token");
+
+/// A request that passed through this many cacheows is refused: a chain
+/// that long is a loop between processes.
+const MAX_HOPS: usize = 8;
+
+/// The `Via` entry this process adds (RFC 9110 §7.6.3): its pseudonym is
+/// unique per process, so a request that comes back is recognised.
+pub(crate) fn via() -> &'static HeaderValue {
+    static VIA: OnceLock<HeaderValue> = OnceLock::new();
+    VIA.get_or_init(|| {
+        let pseudonym = format!("1.1 cacheow-{:08x}", fastrand::u32(..));
+        HeaderValue::from_str(&pseudonym).expect("ASCII pseudonym")
+    })
+}
+
+fn via_entries(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// A 508 when the request already passed through this cacheow, or through
+/// too many: a listener whose upstream leads back to cacheow.
+pub(crate) fn loop_refusal(headers: &HeaderMap) -> Option<Response<ProxyBody>> {
+    let own = via().to_str().expect("ASCII pseudonym");
+    let mut hops = 0;
+    for entry in via_entries(headers) {
+        if entry == own {
+            return Some(loop_detected(
+                "this request came back to the cacheow that forwarded it: an upstream (or a reverse listener's URL) points at cacheow itself",
+            ));
+        }
+        hops += usize::from(entry.contains("cacheow-"));
+    }
+    (hops >= MAX_HOPS).then(|| {
+        loop_detected(&format!(
+            "this request passed through {hops} cacheows: their upstreams form a loop"
+        ))
+    })
+}
+
+fn loop_detected(message: &str) -> Response<ProxyBody> {
+    tracing::warn!(%message, "refused a request that loops back");
+    let mut response = refused(StatusCode::LOOP_DETECTED, "loop_detected", message);
+    response.headers_mut().insert(
+        crate::headers::ERROR,
+        HeaderValue::from_static("loop_detected"),
+    );
+    response
+}
+
+/// True when `headers` carry the token: as the password (any user name)
+/// of Basic `Proxy-Authorization`, as its Bearer credentials, or, when
+/// `token_header` is allowed, in `x-cacheow-token`.
+pub(crate) fn carries_token(headers: &HeaderMap, token: &str, token_header: bool) -> bool {
+    let from_proxy_auth = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|value| credentials_match(value, token));
+    let from_header = token_header
+        && headers
+            .get(TOKEN_HEADER)
+            .is_some_and(|v| same(v.as_bytes(), token.as_bytes()));
+    from_proxy_auth || from_header
+}
+
+fn credentials_match(value: &str, token: &str) -> bool {
+    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return same(credentials.as_bytes(), token.as_bytes());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    BASE64.decode(credentials).is_ok_and(|decoded| {
+        decoded
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| same(&decoded[colon + 1..], token.as_bytes()))
+    })
+}
+
+/// Compares without stopping at the first difference, so timing does not
+/// reveal how much of a guessed token was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The 407 a proxy client without the token gets; standard clients then
+/// send the credentials of their proxy URL.
+pub(crate) fn proxy_auth_required() -> Response<ProxyBody> {
+    let mut response = refused(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy_auth_required",
+        "this cacheow listens off loopback and proxies only for clients with its token: use the proxy URL http://cacheow:TOKEN@HOST:PORT",
+    );
+    response.headers_mut().insert(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"cacheow\""),
+    );
+    response
+}
+
+/// The 401 a reverse listener's client without the token gets.
+pub(crate) fn reverse_auth_required() -> Response<ProxyBody> {
+    refused(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this reverse listener is off loopback and wants cacheow's token: send `x-cacheow-token: TOKEN` (or `Proxy-Authorization: Bearer TOKEN`)",
+    )
+}
+
+/// The `Host` check of a loopback reverse listener: a DNS-rebinding page
+/// sends its own domain name, while local clients use an address or
+/// `localhost` (or, in HTTP/1.0, no `Host` at all).
+pub(crate) fn local_host_name(host: &str) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.parse::<IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+}
+
+/// The 421 for a reverse listener's request with a foreign `Host`.
+pub(crate) fn misdirected(host: &str) -> Response<ProxyBody> {
+    refused(
+        StatusCode::MISDIRECTED_REQUEST,
+        "misdirected",
+        &format!(
+            "Host `{host}` is not an address of this machine; call this reverse listener by IP address or `localhost` (or start cacheow with --token)"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_token_is_the_password_of_basic_credentials_or_a_bearer() {
+        let basic = format!("Basic {}", BASE64.encode("cacheow:s3cret"));
+        let other_user = format!("Basic {}", BASE64.encode("anyone:s3cret"));
+        let wrong = format!("Basic {}", BASE64.encode("cacheow:s3cre"));
+        let auth = header::PROXY_AUTHORIZATION;
+        assert!(carries_token(&with(auth.clone(), &basic), "s3cret", false));
+        assert!(carries_token(
+            &with(auth.clone(), &other_user),
+            "s3cret",
+            false
+        ));
+        assert!(carries_token(
+            &with(auth.clone(), "Bearer s3cret"),
+            "s3cret",
+            false
+        ));
+        assert!(!carries_token(&with(auth.clone(), &wrong), "s3cret", false));
+        assert!(!carries_token(&with(auth, "Basic !!"), "s3cret", false));
+        assert!(!carries_token(
+            &with(TOKEN_HEADER, "s3cret"),
+            "s3cret",
+            false
+        ));
+        assert!(carries_token(&with(TOKEN_HEADER, "s3cret"), "s3cret", true));
+        assert!(!carries_token(&HeaderMap::new(), "s3cret", true));
+    }
+
+    #[test]
+    fn a_request_seen_before_or_after_too_many_hops_is_a_loop() {
+        let own = via().to_str().unwrap().to_owned();
+        assert!(loop_refusal(&HeaderMap::new()).is_none());
+        assert!(loop_refusal(&with(header::VIA, "1.1 nginx, 1.1 cacheow-00000001")).is_none());
+        let seen = loop_refusal(&with(header::VIA, &format!("1.0 squid, {own}"))).unwrap();
+        assert_eq!(seen.status(), StatusCode::LOOP_DETECTED);
+        let chain: Vec<String> = (0..MAX_HOPS)
+            .map(|i| format!("1.1 cacheow-{i:08x}"))
+            .collect();
+        assert!(loop_refusal(&with(header::VIA, &chain.join(", "))).is_some());
+    }
+
+    #[test]
+    fn local_host_names_are_addresses_and_localhost() {
+        for host in [
+            "127.0.0.1:9000",
+            "[::1]:9000",
+            "localhost",
+            "api.localhost:80",
+            "10.0.0.2",
+            "",
+        ] {
+            assert!(local_host_name(host), "{host}");
+        }
+        for host in ["evil.example:9000", "localhost.evil.example"] {
+            assert!(!local_host_name(host), "{host}");
+        }
+    }
+}
