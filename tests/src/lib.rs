@@ -142,6 +142,7 @@ pub struct Cacheow {
     pub reverse: Vec<SocketAddr>,
     data_dir: Arc<tempfile::TempDir>,
     args: Vec<String>,
+    wrapper: Vec<String>,
     stderr_path: PathBuf,
 }
 
@@ -149,7 +150,22 @@ impl Cacheow {
     /// Starts cacheow with a fresh data dir and extra flags.
     pub fn start(args: &[&str]) -> Cacheow {
         let data_dir = Arc::new(tempfile::tempdir().expect("temp data dir"));
-        Self::start_in(data_dir, args.iter().map(|s| s.to_string()).collect())
+        Self::start_in(
+            data_dir,
+            args.iter().map(|s| s.to_string()).collect(),
+            Vec::new(),
+        )
+    }
+
+    /// Starts cacheow under a wrapper command, e.g. `prlimit --nofile=…`.
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Cacheow {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp data dir"));
+        let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        Self::start_in(
+            data_dir,
+            args.iter().map(|s| s.to_string()).collect(),
+            wrapper,
+        )
     }
 
     /// Starts cacheow on a copy of a data dir under `fixtures/`.
@@ -159,7 +175,11 @@ impl Cacheow {
             .join("../fixtures")
             .join(fixture);
         copy_dir(&source, data_dir.path());
-        Self::start_in(data_dir, args.iter().map(|s| s.to_string()).collect())
+        Self::start_in(
+            data_dir,
+            args.iter().map(|s| s.to_string()).collect(),
+            Vec::new(),
+        )
     }
 
     /// Starts cacheow on a data dir something else has written.
@@ -167,17 +187,34 @@ impl Cacheow {
         Self::start_in(
             Arc::new(data_dir),
             args.iter().map(|s| s.to_string()).collect(),
+            Vec::new(),
         )
     }
 
-    fn start_in(data_dir: Arc<tempfile::TempDir>, args: Vec<String>) -> Cacheow {
+    /// `--listen 127.0.0.1:0` unless `args` name a listen address.
+    fn start_in(
+        data_dir: Arc<tempfile::TempDir>,
+        args: Vec<String>,
+        wrapper: Vec<String>,
+    ) -> Cacheow {
         let stderr_path = data_dir
             .path()
             .with_extension(format!("stderr.{}", fastish_id()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut child = Command::new(cacheow_bin())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(cacheow_bin());
+                command
+            }
+            None => Command::new(cacheow_bin()),
+        };
+        command.arg("serve");
+        if !args.iter().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .arg("--data-dir")
             .arg(data_dir.path())
             .args(&args)
             .env("RUST_LOG", "info")
@@ -212,6 +249,7 @@ impl Cacheow {
             reverse,
             data_dir,
             args,
+            wrapper,
             stderr_path,
         }
     }
@@ -268,7 +306,8 @@ impl Cacheow {
         }
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.args);
-        Self::start_in(data_dir, args)
+        let wrapper = std::mem::take(&mut self.wrapper);
+        Self::start_in(data_dir, args, wrapper)
     }
 
     /// A client that sends every request through this cacheow as its proxy.

@@ -5,5 +5,6 @@ mod api;
 mod failures;
 mod fidelity;
 mod modes;
+mod safety;
 mod storage;
 mod streams;
