@@ -17,6 +17,8 @@ mod guard;
 mod headers;
 mod outcome_http;
 mod panel;
+#[cfg(test)]
+mod properties;
 pub(crate) mod redact;
 mod request_line;
 mod rewind;
