@@ -200,7 +200,7 @@ fn guard(state: &Control, request: &Request<Incoming>) -> Result<(), ApiError> {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|given| crate::guard::same(given.as_bytes(), token.as_bytes())) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -225,13 +225,30 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
             .ok_or_else(|| ApiError::not_found(format!("no panel page at {path}"))),
         (Method::GET, ["api", "info"]) => Ok(ok_json(&info(&state))),
         (Method::GET, ["api", "functions"]) => {
-            let list: Vec<Value> = state.engine.functions().iter().map(summary).collect();
-            Ok(ok_json(&Value::Array(list)))
+            let page = Page::from_query(request.uri().query())?;
+            let engine = state.engine.clone();
+            off_workers(move || {
+                let functions = engine.functions();
+                page.respond(&functions, |f| f.id().to_string(), summary)
+            })
+            .await
         }
         (_, ["api", "functions", id, rest @ ..]) => {
             let function = state.engine.require(&parse_function_id(id)?)?;
             match (method, rest) {
-                (Method::GET, []) => Ok(ok_json(&detail(&function))),
+                (Method::GET, []) => off_workers(move || Ok(ok_json(&detail(&function)))).await,
+                (Method::GET, ["outcomes"]) => {
+                    let page = Page::from_query(request.uri().query())?;
+                    off_workers(move || {
+                        let outcomes = function.outcomes();
+                        page.respond(
+                            &outcomes,
+                            |o| o.outcome().id.to_string(),
+                            |o| outcome_summary(o),
+                        )
+                    })
+                    .await
+                }
                 (Method::POST, ["mode"]) => set_mode(&function, request).await,
                 (Method::POST, ["latency"]) => set_latency(&function, request).await,
                 (Method::POST, ["config"]) => set_config(&function, request).await,
@@ -275,6 +292,106 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
     }
 }
 
+/// Builds a (possibly large) JSON reply on a blocking thread, so listing
+/// 100k functions never stalls the replays served on the async workers.
+async fn off_workers(build: impl FnOnce() -> ApiResult + Send + 'static) -> ApiResult {
+    tokio::task::spawn_blocking(build)
+        .await
+        .unwrap_or_else(|e| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("building the reply failed: {e}"),
+            ))
+        })
+}
+
+/// `?limit=N&after=ID` of a list: at most N rows after the row with id ID.
+/// A page that is not the last names the next `after` in `x-cacheow-next`.
+struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Largest page a list returns.
+const MAX_PAGE: usize = 10_000;
+
+impl Page {
+    fn from_query(query: Option<&str>) -> Result<Page, ApiError> {
+        let mut page = Page {
+            limit: None,
+            after: None,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "limit" => {
+                    let limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::field(
+                                "invalid_field",
+                                "limit",
+                                format!("`limit` must be a whole number from 1 to {MAX_PAGE}, got `{value}`"),
+                            )
+                        })?;
+                    page.limit = Some(limit);
+                }
+                "after" => page.after = Some(value.to_owned()),
+                other => {
+                    return Err(ApiError::field(
+                        "invalid_field",
+                        other,
+                        format!(
+                            "unknown query parameter `{other}`; lists take `limit` and `after`"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    fn respond<T>(
+        &self,
+        rows: &[T],
+        id: impl Fn(&T) -> String,
+        render: impl Fn(&T) -> Value,
+    ) -> ApiResult {
+        let start = match &self.after {
+            None => 0,
+            Some(after) => rows
+                .iter()
+                .position(|row| id(row) == *after)
+                .map(|i| i + 1)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "invalid_field",
+                        "after",
+                        format!("`after` names no row of this list: `{after}`"),
+                    )
+                })?,
+        };
+        let end = self
+            .limit
+            .map_or(rows.len(), |limit| (start + limit).min(rows.len()));
+        let list: Vec<Value> = rows[start..end].iter().map(&render).collect();
+        let mut response = ok_json(&Value::Array(list));
+        if end < rows.len()
+            && end > start
+            && let Ok(next) = http::HeaderValue::from_str(&id(&rows[end - 1]))
+        {
+            response.headers_mut().insert(NEXT_PAGE, next);
+        }
+        Ok(response)
+    }
+}
+
+/// The `after` of the next page of a list.
+const NEXT_PAGE: http::HeaderName = http::HeaderName::from_static("x-cacheow-next");
+
 fn method_not_allowed(path: &str) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -295,6 +412,7 @@ fn index() -> Value {
             "GET /api/info",
             "GET /api/functions",
             "GET /api/functions/{id}",
+            "GET /api/functions/{id}/outcomes?limit=N&after=ID",
             "POST /api/functions/{id}/mode",
             "POST /api/functions/{id}/latency",
             "POST /api/functions/{id}/config",

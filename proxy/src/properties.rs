@@ -150,6 +150,13 @@ proptest! {
 
 #[test]
 fn the_outcome_template_parses() {
-    let parsed = outcome("return", json!({"status": 200, "headers": [], "body": "ok"}), 1.0);
-    assert!(matches!(prepare(&parsed.expect("template parses")).reply, Prepared::Response { .. }));
+    let parsed = outcome(
+        "return",
+        json!({"status": 200, "headers": [], "body": "ok"}),
+        1.0,
+    );
+    assert!(matches!(
+        prepare(&parsed.expect("template parses")).reply,
+        Prepared::Response { .. }
+    ));
 }

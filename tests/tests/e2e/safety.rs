@@ -677,3 +677,73 @@ async fn a_function_renamed_by_hand_stays_reachable() {
     let detail = cacheow.get(&format!("/api/functions/{id}")).await;
     assert_eq!(detail["name"], "GET my renamed route");
 }
+
+/// Follows `x-cacheow-next` through every page of a list.
+async fn every_page(base: &str, limit: usize) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let mut rows = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{base}?limit={limit}");
+        if let Some(after) = &after {
+            url.push_str(&format!("&after={after}"));
+        }
+        let reply = client.get(&url).send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{url}");
+        let next = reply
+            .headers()
+            .get("x-cacheow-next")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Vec<Value> = reply.json().await.unwrap();
+        assert!(page.len() <= limit);
+        rows.extend(page);
+        match next {
+            Some(next) => after = Some(next),
+            None => return rows,
+        }
+    }
+}
+
+#[tokio::test]
+async fn lists_are_paged_with_limit_and_after() {
+    let upstream = Upstream::start(Arc::new(|parts, _| {
+        json_reply(&json!({"query": parts.uri.query()}))
+    }))
+    .await;
+    let cacheow = Cacheow::start(&[]);
+    let client = cacheow.proxied_client();
+    for path in ["a", "b", "c", "d", "e"] {
+        client
+            .get(format!("{}/{path}", upstream.url()))
+            .send()
+            .await
+            .unwrap();
+    }
+    for n in 0..3 {
+        client
+            .get(format!("{}/a?n={n}", upstream.url()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let all = cacheow.get("/api/functions").await;
+    let paged = every_page(&format!("{}/api/functions", cacheow.url()), 2).await;
+    assert_eq!(Value::Array(paged.clone()), all);
+    assert_eq!(paged.len(), 5);
+
+    let a = cacheow.function("/a").await;
+    let id = a["id"].as_str().unwrap();
+    let outcomes = every_page(&format!("{}/api/functions/{id}/outcomes", cacheow.url()), 3).await;
+    let detail = cacheow.get(&format!("/api/functions/{id}")).await;
+    assert_eq!(Value::Array(outcomes), detail["outcomes"]);
+    assert_eq!(detail["outcomes"].as_array().unwrap().len(), 4);
+
+    let (status, reply) = cacheow
+        .api(http::Method::GET, "/api/functions?limit=0", None)
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    let (status, reply) = cacheow
+        .api(http::Method::GET, "/api/functions?after=nope", None)
+        .await;
+    assert_eq!(status, 400, "{reply}");
+}
