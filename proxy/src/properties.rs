@@ -160,3 +160,48 @@ fn the_outcome_template_parses() {
         Prepared::Response { .. }
     ));
 }
+
+/// A function dir with one outcome file holding `bytes`, as a hand edit or
+/// a torn copy could leave it.
+fn store_with_outcome_file(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let function = dir.path().join("functions/00000000000000bb");
+    std::fs::create_dir_all(function.join("outcomes")).expect("dirs");
+    let function_json = json!({
+        "schema_version": 1, "id": "00000000000000bb", "name": "GET http://h/x", "kind": "http",
+        "mode": "default", "latency_ms": 0, "config": {}, "mock_entries": [],
+        "created_at": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(function.join("function.json"), function_json.to_string()).expect("write");
+    let file = function.join("outcomes/00000000000000aa.json");
+    std::fs::write(&file, bytes).expect("write");
+    (dir, file)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_outcome_file_is_indexed_or_reported_by_path(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..256),
+            json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            (json_value(), any::<f64>()).prop_map(|(value, duration)| serde_json::to_vec(&json!({
+                "schema_version": 1, "id": "00000000000000aa", "function_id": "00000000000000bb",
+                "outcome_type": "return", "value": value, "duration_ms": duration, "count": 1,
+                "created_at": "2026-01-01T00:00:00Z", "last_seen_at": "2026-01-01T00:00:00Z",
+            })).unwrap()),
+        ],
+    ) {
+        let (dir, file) = store_with_outcome_file(&bytes);
+        let store = cacheow_storage::Store::open(dir.path()).expect("the store opens");
+        let report = store.rebuild_index(None).expect("rebuild runs");
+        let reported = report.failures.iter().any(|f| f.path.ends_with(file.file_name().unwrap()));
+        prop_assert!(report.indexed == 1 || reported, "neither indexed nor reported: {report:?}");
+        for function in store.load().expect("the index loads") {
+            for outcome in &function.outcomes {
+                let _ = prepare(outcome);
+            }
+        }
+    }
+}
