@@ -273,7 +273,7 @@ pub(crate) fn ManualOutcomeForm(
                                 <input
                                     id="manual-status"
                                     type="number"
-                                    min="100"
+                                    min="200"
                                     max="599"
                                     prop:value=move || draft.with(|d| d.status.clone())
                                     on:input=move |ev| { let v = event_target_value(&ev); set(&|d| d.status = v.clone()) }
