@@ -2,7 +2,8 @@
 # Runs every check and every test of cacheow: formatting, lints (host and
 # wasm), unit, integration, end-to-end and browser tests. On a fresh machine
 # it first installs what the tests need: the wasm32 target for the panel,
-# Chromium + ChromeDriver for the browser tests (as root, through apt), and
+# Chromium + ChromeDriver for the browser tests and the system tools of the
+# safety tests (as root, through apt; those tests need root), and
 # for the real-client matrix a Python venv and npm packages under target/
 # from pinned files (tests/clients/install.sh; a JDK through apt if missing).
 set -euo pipefail
@@ -13,20 +14,27 @@ step() { printf '\n=== %s\n' "$*"; }
 step "toolchain: wasm32 target for the panel (no-op when present)"
 rustup target add wasm32-unknown-unknown
 
+# Tool -> Debian package. Besides the browser: network namespaces (ip),
+# a small tmpfs to fill (mount), a low open-files limit (prlimit), FIFOs
+# and gzip bombs for the safety tests.
+declare -A package_of=(
+    [chromium]=chromium [chromedriver]=chromium-driver [curl]=curl
+    [ip]=iproute2 [mount]=mount [prlimit]=util-linux [mkfifo]=coreutils [gzip]=gzip
+)
 missing=()
-for tool in chromium chromedriver curl; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for tool in "${!package_of[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
 if ((${#missing[@]})); then
     step "installing ${missing[*]}"
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: the browser tests need chromium, chromium-driver and curl;" >&2
-        echo "       install them with: sudo apt-get install -y chromium chromium-driver curl" >&2
+        echo "error: the tests need these packages: ${missing[*]}" >&2
+        echo "       install them with: sudo apt-get install -y ${missing[*]}" >&2
         exit 1
     fi
     # Never binaryen: Debian's wasm-opt corrupts wasm-bindgen output.
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver curl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "client matrix: Python venv and npm packages under target/ (skipped when current)"
