@@ -167,6 +167,8 @@ pub struct Finished {
 pub struct Recording {
     /// The outcome's id.
     pub outcome_id: OutcomeId,
+    /// True when the outcome is new (not a repeat that only counts).
+    pub is_new: bool,
     ack: Option<oneshot::Receiver<Result<(), WriteError>>>,
 }
 
@@ -344,6 +346,7 @@ impl FunctionHandle {
             };
             return Recording {
                 outcome_id: id,
+                is_new: false,
                 ack,
             };
         }
@@ -369,6 +372,7 @@ impl FunctionHandle {
         let ack = self.persist(Write::PutOutcome(outcome));
         Recording {
             outcome_id: id,
+            is_new: true,
             ack,
         }
     }
@@ -480,6 +484,12 @@ impl FunctionHandle {
                 }
             }
         });
+    }
+
+    /// Drops a new outcome from memory whose durable write failed, so no
+    /// replay serves what the store does not hold.
+    pub fn forget_unstored(&self, id: &OutcomeId) {
+        write(&self.state.outcomes).remove(id);
     }
 
     /// Deletes an outcome and any mock entry that points at it.

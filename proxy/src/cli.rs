@@ -105,7 +105,7 @@ pub struct ServeArgs {
     /// Seconds a client has to send a complete request head, counted from
     /// its connection (or its previous reply on a kept-alive HTTP/1.1
     /// connection, which also ends idle kept-alive connections).
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 75.0)]
     pub header_timeout: f64,
     /// Seconds a request body may pause between two chunks before the call
     /// is refused with a 408.

@@ -20,7 +20,7 @@ pub use crate::api::OutcomeCheck;
 use crate::api::{self, Control};
 use crate::body::ProxyBody;
 use crate::error::bad_target;
-use crate::server::{ConnectionTimeouts, accept, first_byte_within, serve_connection};
+use crate::server::{Connection, ConnectionTimeouts, accept, serve_connection};
 
 /// How long open requests may run on after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -58,26 +58,20 @@ pub async fn serve_control(
         Map::new(),
         options.check_outcome,
     ));
-    let watcher = Arc::new(GracefulShutdown::new());
+    let watcher = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             (stream, peer) = accept(&listener) => {
                 let control = control.clone();
                 let service = service_fn(move |request| respond(control.clone(), request));
-                let _ = stream.set_nodelay(true);
-                let watcher = watcher.clone();
-                tokio::spawn(async move {
-                    let timeouts = ConnectionTimeouts::LIBRARY;
-                    if first_byte_within(&stream, timeouts.idle, peer).await {
-                        serve_connection(&watcher, stream, peer, service, timeouts);
-                    }
-                });
+                let (stream, connection) =
+                    Connection::accepted(stream, peer, &watcher, ConnectionTimeouts::LIBRARY);
+                serve_connection(stream, service, connection);
             }
             () = &mut shutdown => break,
         }
     }
-    let watcher = Arc::try_unwrap(watcher).unwrap_or_else(|_| GracefulShutdown::new());
     if tokio::time::timeout(SHUTDOWN_GRACE, watcher.shutdown())
         .await
         .is_err()

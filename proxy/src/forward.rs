@@ -36,6 +36,8 @@ pub(crate) struct Target {
     pub(crate) authority: String,
     pub(crate) path: String,
     pub(crate) query: Option<String>,
+    /// The `Via` entry of the listener the request came in on.
+    pub(crate) via: HeaderValue,
 }
 
 impl Target {
@@ -604,34 +606,49 @@ impl Call<'_> {
             )
         });
         let outcome_id = recording.outcome_id;
-        if let Err(e) = recording.persisted().await {
-            // Internal: --durable promises that an answer means a stored
-            // outcome, so a failed commit is an error, not the upstream's 2xx.
-            tracing::error!(function = %self.function.id(), error = %e, "durable write failed; the client gets a 507");
-            self.finish(
-                Source::Upstream,
-                Some(outcome_id),
-                Some(StatusCode::INSUFFICIENT_STORAGE.as_u16()),
-                Some("persist_failed".into()),
-                None,
-            );
-            let mut response = refused(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "persist_failed",
-                &format!(
-                    "the upstream answered {status}, but --durable could not store the outcome: {e}"
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(headers::ERROR, HeaderValue::from_static("persist_failed"));
-            self.mark(&mut response, Source::Upstream);
-            return Ok(response);
+        let is_new = recording.is_new;
+        match recording.persisted().await {
+            Ok(()) => {}
+            Err(e) if !is_new => {
+                tracing::warn!(function = %self.function.id(), error = %e, "durable count update failed; the outcome itself was stored before");
+            }
+            Err(e) => return Ok(self.unstored(status, outcome_id, &e)),
         }
         self.finish(Source::Upstream, Some(outcome_id), Some(status), None, None);
         let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
         self.mark(&mut response, Source::Upstream);
         Ok(response)
+    }
+
+    /// The 507 for a durable call whose new outcome could not be stored:
+    /// --durable promises that an answer means a stored outcome.
+    fn unstored(
+        &self,
+        status: u16,
+        outcome_id: cacheow_engine::OutcomeId,
+        error: &cacheow_storage::WriteError,
+    ) -> Response<ProxyBody> {
+        tracing::error!(function = %self.function.id(), %error, "durable write failed; the client gets a 507");
+        self.function.forget_unstored(&outcome_id);
+        self.finish(
+            Source::Upstream,
+            None,
+            Some(StatusCode::INSUFFICIENT_STORAGE.as_u16()),
+            Some("persist_failed".into()),
+            None,
+        );
+        let mut response = refused(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "persist_failed",
+            &format!(
+                "the upstream answered {status}, but --durable could not store the outcome: {error}"
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(headers::ERROR, HeaderValue::from_static("persist_failed"));
+        self.mark(&mut response, Source::Upstream);
+        response
     }
 
     /// Forwards a call that cannot be recorded (request body over the cap).
@@ -687,7 +704,7 @@ impl Call<'_> {
         if let Ok(host) = HeaderValue::from_str(&self.target.authority) {
             headers.insert(header::HOST, host);
         }
-        headers.append(header::VIA, crate::guard::via().clone());
+        headers.append(header::VIA, self.target.via.clone());
         upstream::send(
             &self.state.client,
             request,

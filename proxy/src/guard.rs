@@ -20,14 +20,22 @@ pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-cacheow-t
 /// that long is a loop between processes.
 const MAX_HOPS: usize = 8;
 
-/// The `Via` entry this process adds (RFC 9110 §7.6.3): its pseudonym is
-/// unique per process, so a request that comes back is recognised.
-pub(crate) fn via() -> &'static HeaderValue {
-    static VIA: OnceLock<HeaderValue> = OnceLock::new();
-    VIA.get_or_init(|| {
-        let pseudonym = format!("1.1 cacheow-{:08x}", fastrand::u32(..));
-        HeaderValue::from_str(&pseudonym).expect("ASCII pseudonym")
-    })
+/// The listener number of the main port in `via`; reverse listeners
+/// count from 1 in flag order.
+pub(crate) const MAIN_LISTENER: usize = 0;
+
+/// This process's pseudonym in `Via` (RFC 9110 §7.6.3), random per process.
+fn pseudonym() -> &'static str {
+    static PSEUDONYM: OnceLock<String> = OnceLock::new();
+    PSEUDONYM.get_or_init(|| format!("cacheow-{:08x}", fastrand::u32(..)))
+}
+
+/// The `Via` entry a listener adds to what it forwards: unique per process
+/// and listener, so a request that comes back to the same listener is
+/// recognised while one that passes from the main port to a reverse
+/// listener of the same process is not.
+pub(crate) fn via(listener: usize) -> HeaderValue {
+    HeaderValue::from_str(&format!("1.1 {}.{listener}", pseudonym())).expect("ASCII pseudonym")
 }
 
 fn via_entries(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -39,15 +47,15 @@ fn via_entries(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// A 508 when the request already passed through this cacheow, or through
-/// too many: a listener whose upstream leads back to cacheow.
-pub(crate) fn loop_refusal(headers: &HeaderMap) -> Option<Response<ProxyBody>> {
-    let own = via().to_str().expect("ASCII pseudonym");
+/// A 508 when the request already passed through this listener (`own` is
+/// its `via`), or through too many cacheows: an upstream that leads back.
+pub(crate) fn loop_refusal(headers: &HeaderMap, own: &HeaderValue) -> Option<Response<ProxyBody>> {
+    let own = own.to_str().expect("ASCII pseudonym");
     let mut hops = 0;
     for entry in via_entries(headers) {
         if entry == own {
             return Some(loop_detected(
-                "this request came back to the cacheow that forwarded it: an upstream (or a reverse listener's URL) points at cacheow itself",
+                "this request came back to the cacheow listener that forwarded it: an upstream (or a reverse listener's URL) points at cacheow itself",
             ));
         }
         hops += usize::from(entry.contains("cacheow-"));
@@ -59,7 +67,18 @@ pub(crate) fn loop_refusal(headers: &HeaderMap) -> Option<Response<ProxyBody>> {
     })
 }
 
-fn loop_detected(message: &str) -> Response<ProxyBody> {
+/// A 508 for an API request forwarded by this very process: a reverse
+/// listener (or an upstream) pointed at cacheow's own API.
+pub(crate) fn api_loop_refusal(headers: &HeaderMap) -> Option<Response<ProxyBody>> {
+    let mine = format!("1.1 {}.", pseudonym());
+    via_entries(headers).any(|e| e.starts_with(&mine)).then(|| {
+        loop_detected(
+            "a cacheow listener forwarded this request to cacheow's own API; point its upstream elsewhere",
+        )
+    })
+}
+
+pub(crate) fn loop_detected(message: &str) -> Response<ProxyBody> {
     tracing::warn!(%message, "refused a request that loops back");
     let mut response = refused(StatusCode::LOOP_DETECTED, "loop_detected", message);
     response.headers_mut().insert(
@@ -150,13 +169,32 @@ pub(crate) fn local_host_name(host: &str) -> bool {
         || name.to_ascii_lowercase().ends_with(".localhost")
 }
 
+/// True for an `Origin` (a browser page) that is not on this machine.
+pub(crate) fn foreign_origin(origin: &str) -> bool {
+    let authority = origin
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    authority.is_empty() || !local_host_name(authority)
+}
+
+/// The 403 for a cross-origin request to a reverse listener.
+pub(crate) fn cross_origin(origin: &str) -> Response<ProxyBody> {
+    refused(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        &format!(
+            "cross-origin request from `{origin}` refused: a page on another site may not call this reverse listener (start cacheow with --token and send it to allow it)"
+        ),
+    )
+}
+
 /// The 421 for a reverse listener's request with a foreign `Host`.
 pub(crate) fn misdirected(host: &str) -> Response<ProxyBody> {
     refused(
         StatusCode::MISDIRECTED_REQUEST,
         "misdirected",
         &format!(
-            "Host `{host}` is not an address of this machine; call this reverse listener by IP address or `localhost` (or start cacheow with --token)"
+            "Host `{host}` is not an address of this machine; call this reverse listener by IP address or `localhost` (or send cacheow's --token as `x-cacheow-token`)"
         ),
     )
 }
@@ -200,16 +238,36 @@ mod tests {
     }
 
     #[test]
-    fn a_request_seen_before_or_after_too_many_hops_is_a_loop() {
-        let own = via().to_str().unwrap().to_owned();
-        assert!(loop_refusal(&HeaderMap::new()).is_none());
-        assert!(loop_refusal(&with(header::VIA, "1.1 nginx, 1.1 cacheow-00000001")).is_none());
-        let seen = loop_refusal(&with(header::VIA, &format!("1.0 squid, {own}"))).unwrap();
+    fn a_request_seen_by_the_same_listener_or_after_too_many_hops_is_a_loop() {
+        let main = via(MAIN_LISTENER);
+        let reverse = via(1);
+        assert!(loop_refusal(&HeaderMap::new(), &main).is_none());
+        let other = with(header::VIA, "1.1 nginx, 1.1 cacheow-00000001.0");
+        assert!(loop_refusal(&other, &main).is_none());
+        let passed_main = with(
+            header::VIA,
+            &format!("1.0 squid, {}", main.to_str().unwrap()),
+        );
+        let seen = loop_refusal(&passed_main, &main).unwrap();
         assert_eq!(seen.status(), StatusCode::LOOP_DETECTED);
+        assert!(
+            loop_refusal(&passed_main, &reverse).is_none(),
+            "main port to reverse listener is fine"
+        );
+        assert!(api_loop_refusal(&passed_main).is_some());
+        assert!(api_loop_refusal(&other).is_none());
         let chain: Vec<String> = (0..MAX_HOPS)
-            .map(|i| format!("1.1 cacheow-{i:08x}"))
+            .map(|i| format!("1.1 cacheow-{i:08x}.0"))
             .collect();
-        assert!(loop_refusal(&with(header::VIA, &chain.join(", "))).is_some());
+        assert!(loop_refusal(&with(header::VIA, &chain.join(", ")), &main).is_some());
+    }
+
+    #[test]
+    fn origins_on_this_machine_are_local() {
+        assert!(!foreign_origin("http://localhost:3000"));
+        assert!(!foreign_origin("http://127.0.0.1:5173"));
+        assert!(foreign_origin("https://evil.example"));
+        assert!(foreign_origin("null"));
     }
 
     #[test]

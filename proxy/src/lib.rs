@@ -11,6 +11,7 @@ mod call_key;
 pub mod cli;
 pub mod config;
 pub mod control;
+mod deadline;
 mod error;
 mod forward;
 mod guard;

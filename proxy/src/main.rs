@@ -159,17 +159,23 @@ fn rebuild_index(args: DataDirArgs) -> ExitCode {
 fn raise_open_files_limit() {
     #[cfg(unix)]
     {
-        use rustix::process::{Resource, getrlimit, setrlimit};
-        let mut limit = getrlimit(Resource::Nofile);
-        if limit.current < limit.maximum {
-            let before = limit.current;
-            limit.current = limit.maximum;
-            match setrlimit(Resource::Nofile, limit) {
-                Ok(()) => {
-                    tracing::debug!(?before, after = ?limit.maximum, "raised the open-files limit")
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        // Internal: `None` is unlimited, which macOS refuses as a soft
+        // limit; its per-process ceiling (OPEN_MAX) is the fallback.
+        for target in [limit.maximum, Some(10_240)].into_iter().flatten() {
+            if limit.current.is_some_and(|current| current >= target) {
+                return;
+            }
+            let raised = Rlimit {
+                current: Some(target),
+                maximum: limit.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                tracing::debug!(before = ?limit.current, after = target, "raised the open-files limit");
+                return;
             }
         }
+        tracing::warn!(current = ?limit.current, "cannot raise the open-files limit");
     }
 }

@@ -96,6 +96,19 @@ impl Redaction {
     /// value, or in a form-encoded string. True if anything changed.
     pub(crate) fn body(&self, body: &mut Value) -> bool {
         match body {
+            // Internal: JSON that is not byte-for-byte serde's compact form
+            // (spaces, escapes) is stored as text; its fields are secrets
+            // all the same, so it is stored redacted as a JSON value.
+            Value::String(text) if text.trim_start().starts_with(['{', '[']) => {
+                let Ok(mut parsed) = serde_json::from_str::<Value>(text) else {
+                    return false;
+                };
+                let changed = self.json_fields(&mut parsed);
+                if changed {
+                    *body = parsed;
+                }
+                changed
+            }
             Value::String(text) if looks_like_form(text) => {
                 let redacted = self.form(text);
                 let changed = redacted != *text;
@@ -178,7 +191,10 @@ impl Redaction {
                 changed |= self.body(body);
             }
         }
+        // Internal: a manual outcome's Set-Cookie was put there on purpose.
+        let manual = outcome.get("is_manual").and_then(Value::as_bool) == Some(true);
         if !self.keep_set_cookie
+            && !manual
             && let Some(Value::Array(headers)) = outcome.pointer_mut("/value/headers")
         {
             let before = headers.len();
@@ -308,6 +324,12 @@ mod tests {
         assert_eq!(form, json!("user=ann&password=[redacted]"));
         let mut text = json!("just some text");
         assert!(!rules.body(&mut text));
+        let mut spaced = json!("{\"user\": \"ann\", \"password\": \"hunter2\"}");
+        assert!(
+            rules.body(&mut spaced),
+            "JSON stored as text is redacted too"
+        );
+        assert_eq!(spaced, json!({"user": "ann", "password": "[redacted]"}));
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! SDK send (`GET http://::1:8080/x`, `CONNECT ::1:443`) is mended.
 
 use std::net::Ipv6Addr;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Uri;
@@ -13,9 +12,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The longest first line looked at; a longer one is left to hyper.
 const MAX_LINE: usize = 16 * 1024;
-
-/// How long a client may take to send its first request line.
-const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the first line of a connection came to.
 #[derive(Debug, PartialEq)]
@@ -44,9 +40,12 @@ pub(crate) async fn read_first_line<I: AsyncRead + Unpin>(io: &mut I) -> FirstLi
             }
         }
     };
-    match tokio::time::timeout(FIRST_LINE_TIMEOUT, read).await {
-        Ok(true) => check(buffer.freeze()),
-        Ok(false) | Err(_) => FirstLine::Gone,
+    // Internal: the socket's first-request deadline (`Deadline`) bounds
+    // how long this waits.
+    if read.await {
+        check(buffer.freeze())
+    } else {
+        FirstLine::Gone
     }
 }
 

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::{Map, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::api::{self, Control};
 use crate::body::ProxyBody;
 use crate::config::{self, Config, Upstream};
+use crate::deadline::{Deadline, FirstRequest};
 use crate::error::AbortConnection;
 use crate::error::bad_target;
 use crate::forward::{self, Target};
@@ -79,9 +80,10 @@ enum Listener {
 /// How long a connection may take before it sends what it must.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionTimeouts {
-    /// Until the first byte of a new connection.
+    /// Until a new connection starts its first request.
     pub(crate) idle: Duration,
-    /// Until a request head is complete (hyper's HTTP/1.1 header timer).
+    /// Until a request head is complete, and between requests on a
+    /// kept-alive HTTP/1.1 connection (hyper's header timer).
     pub(crate) header: Duration,
 }
 
@@ -89,8 +91,13 @@ impl ConnectionTimeouts {
     /// The in-process panel's: the defaults of `serve`'s flags.
     pub(crate) const LIBRARY: ConnectionTimeouts = ConnectionTimeouts {
         idle: Duration::from_secs(60),
-        header: Duration::from_secs(30),
+        header: Duration::from_secs(75),
     };
+
+    /// The time a new connection has to deliver its first request.
+    fn first_request(self) -> Duration {
+        self.idle + self.header
+    }
 
     pub(crate) fn of(config: &Config) -> Self {
         Self {
@@ -100,12 +107,13 @@ impl ConnectionTimeouts {
     }
 }
 
-/// A listener and whether its clients must show the token: off loopback
-/// they may be anyone.
+/// A listener, whether its clients must show the token (off loopback they
+/// may be anyone), and the `Via` entry of the requests it forwards.
 #[derive(Clone)]
 struct Bound {
     kind: Listener,
     needs_token: bool,
+    via: HeaderValue,
 }
 
 /// Runs cacheow until SIGINT or SIGTERM. `on_ready` gets the bound main
@@ -189,12 +197,14 @@ pub async fn run(
         Bound {
             kind: Listener::Main,
             needs_token: token && !config::is_loopback(main_addr.ip()),
+            via: guard::via(guard::MAIN_LISTENER),
         },
     )];
-    listeners.extend(reverse.into_iter().map(|(l, addr, up)| {
+    listeners.extend(reverse.into_iter().enumerate().map(|(i, (l, addr, up))| {
         let bound = Bound {
             kind: Listener::Reverse(up),
             needs_token: token && !config::is_loopback(addr.ip()),
+            via: guard::via(i + 1),
         };
         (l, bound)
     }));
@@ -207,24 +217,18 @@ pub async fn run(
             loop {
                 tokio::select! {
                     (stream, peer) = accept(&listener) => {
-                        let _ = stream.set_nodelay(true);
                         let state = state.clone();
-                        let watcher = watcher.clone();
                         let bound = bound.clone();
+                        let (stream, connection) = Connection::accepted(stream, peer, &watcher, timeouts);
                         match bound.kind {
                             Listener::Main => {
-                                tokio::spawn(serve_main(state, watcher, stream, peer, bound));
+                                tokio::spawn(serve_main(state, stream, bound, connection));
                             }
                             Listener::Reverse(_) => {
-                                tokio::spawn(async move {
-                                    if !first_byte_within(&stream, timeouts.idle, peer).await {
-                                        return;
-                                    }
-                                    let service = service_fn(move |request| {
-                                        dispatch(state.clone(), request, bound.clone(), false)
-                                    });
-                                    serve_connection(&watcher, stream, peer, service, timeouts);
+                                let service = service_fn(move |request| {
+                                    dispatch(state.clone(), request, bound.clone(), false)
                                 });
+                                serve_connection(stream, service, connection);
                             }
                         }
                     }
@@ -264,44 +268,22 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Waits for a new connection's first byte; false (and the connection
-/// dropped) when none came within `idle`, so idle sockets cannot pile up.
-pub(crate) async fn first_byte_within(
-    stream: &TcpStream,
-    idle: Duration,
-    peer: SocketAddr,
-) -> bool {
-    match tokio::time::timeout(idle, stream.readable()).await {
-        Ok(ready) => ready.is_ok(),
-        Err(_) => {
-            tracing::debug!(%peer, "closed a connection that sent nothing");
-            false
-        }
-    }
-}
-
 /// A connection on the main listener: its first request line is checked
 /// (and an unbracketed IPv6 target mended) before hyper serves it.
 async fn serve_main(
     state: Arc<AppState>,
-    watcher: Arc<GracefulShutdown>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: Deadline<TcpStream>,
     bound: Bound,
+    connection: Connection,
 ) {
-    let timeouts = ConnectionTimeouts::of(&state.config);
-    let first_line = tokio::time::timeout(
-        timeouts.idle + timeouts.header,
-        request_line::read_first_line(&mut stream),
-    );
-    let (prefix, mended) = match first_line.await {
-        Err(_) => {
+    let peer = connection.peer;
+    let (prefix, mended) = match request_line::read_first_line(&mut stream).await {
+        FirstLine::Serve { prefix, mended } => (prefix, mended),
+        FirstLine::Gone => {
             tracing::debug!(%peer, "closed a connection that sent no request line");
             return;
         }
-        Ok(FirstLine::Serve { prefix, mended }) => (prefix, mended),
-        Ok(FirstLine::Gone) => return,
-        Ok(FirstLine::Refuse(message)) => {
+        FirstLine::Refuse(message) => {
             tracing::info!(%peer, %message, "refused a request with a bad request target");
             let body = json!({"error": {"status": 400, "code": "bad_target", "message": message}});
             let mut body = serde_json::to_vec(&body).expect("JSON values always serialise");
@@ -321,24 +303,43 @@ async fn serve_main(
     }
     let service =
         service_fn(move |request| dispatch(state.clone(), request, bound.clone(), mended));
-    serve_connection(
-        &watcher,
-        Rewind::new(prefix, stream),
-        peer,
-        service,
-        timeouts,
-    );
+    serve_connection(Rewind::new(prefix, stream), service, connection);
+}
+
+/// What serving one accepted connection needs besides its socket.
+pub(crate) struct Connection {
+    /// Keeps a clean stop waiting for the connection's open requests.
+    pub(crate) watcher: Watcher,
+    pub(crate) peer: SocketAddr,
+    /// Lifts the first-request deadline of the connection's socket.
+    pub(crate) first: FirstRequest,
+    pub(crate) timeouts: ConnectionTimeouts,
+}
+
+impl Connection {
+    /// A just-accepted socket, under its first-request deadline.
+    pub(crate) fn accepted(
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &GracefulShutdown,
+        timeouts: ConnectionTimeouts,
+    ) -> (Deadline<TcpStream>, Connection) {
+        let _ = stream.set_nodelay(true);
+        let (stream, first) = Deadline::new(stream, timeouts.first_request());
+        let connection = Connection {
+            watcher: shutdown.watcher(),
+            peer,
+            first,
+            timeouts,
+        };
+        (stream, connection)
+    }
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `io` in its own task,
-/// watched by `watcher` for graceful shutdown.
-pub(crate) fn serve_connection<I, S, B>(
-    watcher: &GracefulShutdown,
-    io: I,
-    peer: SocketAddr,
-    service: S,
-    timeouts: ConnectionTimeouts,
-) where
+/// watched for graceful shutdown.
+pub(crate) fn serve_connection<I, S, B>(io: I, service: S, connection: Connection)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -347,6 +348,16 @@ pub(crate) fn serve_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Connection {
+        watcher,
+        peer,
+        first,
+        timeouts,
+    } = connection;
+    let service = service_fn(move |request| {
+        first.arrived();
+        service.call(request)
+    });
     let connection = http_builder(timeouts)
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
@@ -362,6 +373,10 @@ pub(crate) fn serve_connection<I, S, B>(
     );
 }
 
+/// How often an HTTP/2 client is pinged, and how long its answer may take.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(60);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The HTTP/1.1 and HTTP/2 server settings of every connection.
 pub(crate) fn http_builder(timeouts: ConnectionTimeouts) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -374,8 +389,8 @@ pub(crate) fn http_builder(timeouts: ConnectionTimeouts) -> auto::Builder<TokioE
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(timeouts.header))
-        .keep_alive_timeout(timeouts.header);
+        .keep_alive_interval(Some(HTTP2_PING_EVERY))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     builder
 }
 
@@ -389,7 +404,7 @@ async fn dispatch(
 ) -> Result<Response<ProxyBody>, AbortConnection> {
     let mut response = match admit(&state, &request, &bound) {
         Some(refusal) => refusal,
-        None => route(state, request, bound.kind).await?,
+        None => route(state, request, bound.kind, bound.via).await?,
     };
     if close {
         response
@@ -407,10 +422,8 @@ fn admit(
     request: &Request<Incoming>,
     bound: &Bound,
 ) -> Option<Response<ProxyBody>> {
-    if let Some(refusal) = guard::loop_refusal(request.headers()) {
-        return Some(refusal);
-    }
     let token = state.config.token.as_deref();
+    let headers = request.headers();
     match &bound.kind {
         Listener::Main => {
             let proxied = request.method() == Method::CONNECT
@@ -418,31 +431,39 @@ fn admit(
                     .uri()
                     .authority()
                     .is_some_and(|a| !state.control.is_own_authority(a.as_str()));
-            // Internal: the API checks its own token (as `Authorization`).
-            if proxied
-                && bound.needs_token
-                && let Some(token) = token
-                && !guard::carries_token(request.headers(), token, false)
+            if !proxied {
+                // Internal: the API checks its own token (as `Authorization`).
+                return guard::api_loop_refusal(headers);
+            }
+            if let Some(refusal) = guard::loop_refusal(headers, &bound.via) {
+                return Some(refusal);
+            }
+            if bound.needs_token && token.is_some_and(|t| !guard::carries_token(headers, t, false))
             {
                 return Some(guard::proxy_auth_required());
             }
         }
         Listener::Reverse(_) => {
-            if bound.needs_token {
-                if let Some(token) = token
-                    && !guard::carries_token(request.headers(), token, true)
-                {
-                    return Some(guard::reverse_auth_required());
-                }
-            } else {
-                let host = request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .or_else(|| request.uri().authority().map(|a| a.as_str()))
-                    .unwrap_or("");
-                if token.is_none() && !guard::local_host_name(host) {
+            if let Some(refusal) = guard::loop_refusal(headers, &bound.via) {
+                return Some(refusal);
+            }
+            let with_token = token.is_some_and(|t| guard::carries_token(headers, t, true));
+            if bound.needs_token && !with_token {
+                return Some(guard::reverse_auth_required());
+            }
+            if !with_token {
+                let host = match headers.get(http::header::HOST) {
+                    Some(value) => value.to_str().unwrap_or("\u{fffd}"),
+                    None => request.uri().authority().map_or("", |a| a.as_str()),
+                };
+                if !guard::local_host_name(host) {
                     return Some(guard::misdirected(host));
+                }
+                if let Some(origin) = headers.get(http::header::ORIGIN) {
+                    let origin = origin.to_str().unwrap_or("null");
+                    if guard::foreign_origin(origin) {
+                        return Some(guard::cross_origin(origin));
+                    }
                 }
             }
         }
@@ -456,6 +477,7 @@ async fn route(
     state: Arc<AppState>,
     request: Request<Incoming>,
     listener: Listener,
+    via: HeaderValue,
 ) -> Result<Response<ProxyBody>, AbortConnection> {
     if request.method() == Method::CONNECT {
         return Ok(tunnel::connect(state, request).await);
@@ -468,6 +490,7 @@ async fn route(
                 authority: upstream.authority.clone(),
                 path: format!("{}{}", upstream.base_path, path),
                 query: request.uri().query().map(str::to_owned),
+                via,
             };
             if tunnel::is_upgrade(&request) {
                 return tunnel::pass_upgrade(state, request, target).await;
@@ -501,6 +524,7 @@ async fn route(
                 authority: authority.to_ascii_lowercase(),
                 path: uri.path().to_owned(),
                 query: uri.query().map(str::to_owned),
+                via,
             };
             if tunnel::is_upgrade(&request) {
                 return tunnel::pass_upgrade(state, request, target).await;

@@ -354,9 +354,10 @@ where
             authority: authority.clone(),
             path: request.uri().path().to_owned(),
             query: request.uri().query().map(str::to_owned),
+            via: crate::guard::via(crate::guard::MAIN_LISTENER),
         };
         async move {
-            if let Some(refusal) = crate::guard::loop_refusal(request.headers()) {
+            if let Some(refusal) = crate::guard::loop_refusal(request.headers(), &target.via) {
                 Ok(refusal)
             } else if is_upgrade(&request) {
                 pass_upgrade(state, request, target).await
@@ -423,12 +424,18 @@ pub(crate) async fn pass_upgrade(
     let headers = upstream_request.headers_mut();
     // Internal: `connection` and `upgrade` are hop-by-hop but are exactly
     // what this hop must pass on; only the proxy's own headers go.
-    for name in ["proxy-connection", "proxy-authorization", "keep-alive"] {
+    for name in [
+        "proxy-connection",
+        "proxy-authorization",
+        "keep-alive",
+        crate::guard::TOKEN_HEADER.as_str(),
+    ] {
         headers.remove(name);
     }
     if let Ok(host) = HeaderValue::from_str(&target.authority) {
         headers.insert(header::HOST, host);
     }
+    headers.append(header::VIA, target.via.clone());
     let sent = upstream::send(
         &state.upgrade_client,
         upstream_request,

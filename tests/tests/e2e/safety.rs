@@ -4,6 +4,7 @@
 //! secrets kept out of files, redb and the API, and bounds on what the API
 //! accepts.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -229,17 +230,35 @@ async fn off_loopback_every_listener_wants_the_token() {
         .await;
     assert_eq!(status, "407");
     let tls_target = format!("https://127.0.0.1:{}/", upstream.addr.port());
-    let (status, _) = namespace
-        .curl(&["--proxy", &proxy, "-k", &tls_target])
+    let (connect_status, _) = namespace
+        .curl(&[
+            "--proxy",
+            &proxy,
+            "-k",
+            &tls_target,
+            "-w",
+            "\n%{http_connect}",
+        ])
         .await;
-    assert_ne!(
-        status, "200",
-        "CONNECT without the token must not be served"
+    assert_eq!(
+        connect_status, "407",
+        "CONNECT without the token is refused"
     );
     assert_eq!(upstream.hits(), 0, "nothing reached the upstream");
 
     // Standard clients put the token in the proxy URL.
     let with_token = format!("http://cacheow:s3cret@{}", cacheow.addr);
+    let (connect_status, _) = namespace
+        .curl(&[
+            "--proxy",
+            &with_token,
+            "-k",
+            &tls_target,
+            "-w",
+            "\n%{http_connect}",
+        ])
+        .await;
+    assert_eq!(connect_status, "200", "CONNECT with the token is served");
     let (status, body) = namespace.curl(&["--proxy", &with_token, &target]).await;
     assert_eq!(status, "200", "{body}");
     assert!(body.contains("loopback-only"));
@@ -273,27 +292,44 @@ async fn off_loopback_every_listener_wants_the_token() {
 }
 
 #[tokio::test]
-async fn a_loopback_reverse_listener_refuses_a_foreign_host() {
+async fn a_loopback_reverse_listener_refuses_foreign_hosts_and_origins() {
     let upstream = Upstream::start(Arc::new(|_, _| json_reply(&json!({"ok": true})))).await;
     let reverse = format!("127.0.0.1:0={}", upstream.url());
-    let cacheow = Cacheow::start(&["--reverse", &reverse]);
     let client = reqwest::Client::new();
-    let url = format!("http://{}/x", cacheow.reverse[0]);
-    let rebinding = client
-        .get(&url)
-        .header("host", "attacker.example:80")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rebinding.status(), 421);
-    let local = client
-        .get(&url)
-        .header("host", "localhost")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(local.status(), 200);
-    assert_eq!(upstream.hits(), 1);
+    for with_token in [false, true] {
+        let mut flags = vec!["--reverse", reverse.as_str()];
+        if with_token {
+            flags.extend(["--token", "s3cret"]);
+        }
+        let cacheow = Cacheow::start(&flags);
+        let hits = upstream.hits();
+        let url = format!("http://{}/x", cacheow.reverse[0]);
+        let send = |host: &'static str, origin: Option<&'static str>, token: bool| {
+            let mut request = client.get(&url).header("host", host);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            if token {
+                request = request.header("x-cacheow-token", "s3cret");
+            }
+            async move { request.send().await.unwrap().status() }
+        };
+        assert_eq!(
+            send("attacker.example:80", None, false).await,
+            421,
+            "{flags:?}"
+        );
+        let cross = send("localhost", Some("https://attacker.example"), false).await;
+        assert_eq!(cross, 403, "{flags:?}");
+        assert_eq!(send("localhost", None, false).await, 200, "{flags:?}");
+        let local_page = send("127.0.0.1", Some("http://localhost:3000"), false).await;
+        assert_eq!(local_page, 200, "{flags:?}");
+        assert_eq!(upstream.hits(), hits + 2, "{flags:?}");
+        if with_token {
+            let named = send("my-laptop.example", None, true).await;
+            assert_eq!(named, 200, "the token lets any Host in");
+        }
+    }
 }
 
 #[tokio::test]
@@ -320,6 +356,7 @@ async fn a_thousand_idle_sockets_do_not_block_a_new_client_at_a_1024_file_limit(
 #[tokio::test]
 async fn idle_connections_and_stalled_bodies_are_closed_by_their_timeouts() {
     let upstream = Upstream::start(Arc::new(|_, _| json_reply(&json!({"ok": true})))).await;
+    let reverse = format!("127.0.0.1:0={}", upstream.url());
     let cacheow = Cacheow::start(&[
         "--idle-timeout",
         "1",
@@ -327,25 +364,32 @@ async fn idle_connections_and_stalled_bodies_are_closed_by_their_timeouts() {
         "1",
         "--body-timeout",
         "1",
+        "--reverse",
+        &reverse,
     ]);
-
-    let mut silent = TcpStream::connect(cacheow.addr).await.unwrap();
-    let mut byte = [0u8; 1];
-    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "a silent connection is closed"
-    );
-
-    let mut slow_head = TcpStream::connect(cacheow.addr).await.unwrap();
-    slow_head
-        .write_all(b"GET http://127.0.0.1/ HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    let closed =
-        tokio::time::timeout(Duration::from_secs(5), slow_head.read_to_end(&mut reply)).await;
-    assert!(closed.is_ok(), "a head that never ends is closed");
+    // Nothing at all; half a request head; the start of an HTTP/2 preface,
+    // which hyper's protocol detection would wait on forever.
+    let stalls: [(SocketAddr, &[u8]); 4] = [
+        (cacheow.addr, b""),
+        (
+            cacheow.addr,
+            b"GET http://127.0.0.1/ HTTP/1.1\r\nhost: x\r\n",
+        ),
+        (cacheow.addr, b"PRI * HTTP/2.0\r\n"),
+        (cacheow.reverse[0], b"P"),
+    ];
+    for (addr, sent) in stalls {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let mut reply = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+        assert!(
+            closed.is_ok(),
+            "{addr} after {:?} is closed",
+            String::from_utf8_lossy(sent)
+        );
+    }
 
     let mut stalled = TcpStream::connect(cacheow.addr).await.unwrap();
     let head = format!(
@@ -402,6 +446,19 @@ async fn a_listener_that_leads_back_to_cacheow_answers_508_at_once_and_records_n
         508,
         "the API is not handed out through a reverse listener"
     );
+
+    let mut websocket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let upgrade = format!(
+        "GET /socket HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    websocket.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(1), websocket.read(&mut reply))
+        .await
+        .expect("a looping websocket upgrade is answered at once")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 508"), "{reply}");
 
     let mut connect = TcpStream::connect(cacheow.addr).await.unwrap();
     let request =
@@ -461,6 +518,15 @@ async fn secrets_never_reach_the_files_the_index_or_the_api() {
         "sid=SECRET-COOKIE; HttpOnly",
         "the live reply keeps it"
     );
+    // Python's json.dumps spaces its output, so it is stored as text.
+    let spaced = client
+        .post(format!("{}/spaced", upstream.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"user": "ann", "password": "SECRET-SPACED"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spaced.status(), 200);
 
     // Userinfo in the request target never reaches the upstream's Host.
     let mut stream = TcpStream::connect(cacheow.addr).await.unwrap();
@@ -746,4 +812,19 @@ async fn lists_are_paged_with_limit_and_after() {
         .api(http::Method::GET, "/api/functions?after=nope", None)
         .await;
     assert_eq!(status, 400, "{reply}");
+}
+
+#[tokio::test]
+async fn a_call_through_the_proxy_to_a_reverse_listener_of_the_same_cacheow_is_no_loop() {
+    let upstream = Upstream::start(Arc::new(|_, _| json_reply(&json!({"ok": true})))).await;
+    let reverse = format!("127.0.0.1:0={}", upstream.url());
+    let cacheow = Cacheow::start(&["--reverse", &reverse]);
+    let reply = cacheow
+        .proxied_client()
+        .get(format!("http://{}/chained", cacheow.reverse[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(upstream.hits(), 1);
 }
