@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -446,13 +447,66 @@ fn read_function_dir(
     Ok(Some((function, outcomes)))
 }
 
-/// Reads a mirror file: JSON, current schema version, then the model type.
+/// Mirror files above this size are skipped: a hand-edited record is a few
+/// KiB to a few MiB, so anything larger is a mistake (or `/dev/zero`).
+const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a mirror file: a regular file of at most `MAX_RECORD_BYTES`, JSON,
+/// current schema version, then the model type.
 fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let bytes = read_regular_file(path, MAX_RECORD_BYTES)?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     schema::check_file_version(&value)?;
     serde_json::from_value(schema::unstamp(value)).map_err(|e| format!("invalid record: {e}"))
+}
+
+/// Reads a regular file of at most `cap` bytes. Internal: FIFOs, devices and
+/// symlinks are refused from their metadata before `open`, which would block
+/// on a FIFO; the opened handle is checked again in case the path was swapped
+/// in between, and `take` bounds the read whatever the file grew to.
+fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let kind = |t: fs::FileType| {
+        use std::os::unix::fs::FileTypeExt as _;
+        if t.is_symlink() {
+            "a symlink"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        }
+    };
+    let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (it is {}); replace it with a regular JSON file",
+            kind(meta.file_type())
+        ));
+    }
+    let too_large = || format!("larger than {} MiB; cacheow skips it", cap / (1024 * 1024));
+    if meta.len() > cap {
+        return Err(too_large());
+    }
+    let file = fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (it is {})",
+            kind(meta.file_type())
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
