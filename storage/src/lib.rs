@@ -19,6 +19,7 @@ mod error;
 mod ids;
 mod layout;
 mod model;
+mod rebuild;
 mod schema;
 mod store;
 mod tables;
@@ -31,6 +32,7 @@ pub use ids::{CallKey, FunctionId, IdError, OutcomeId};
 pub use model::{
     Function, FunctionKind, MockEntry, Mode, Outcome, OutcomeType, ParseModeError, Stats, Timestamp,
 };
+pub use rebuild::{RebuildFailure, RebuildReport};
 pub use schema::SCHEMA_VERSION;
-pub use store::{RebuildFailure, RebuildReport, Store, StoredFunction, Write};
+pub use store::{Store, StoredFunction, Write};
 pub use writer::{Ack, Writer};

@@ -1,8 +1,7 @@
 //! `Store`: the redb index and the JSON mirror behind a few verbs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -10,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::atomic;
-use crate::error::{OpenError, ReadError, RebuildError, WriteError};
+use crate::error::{OpenError, ReadError, WriteError};
 use crate::ids::{FunctionId, OutcomeId};
 use crate::layout;
 use crate::model::{Function, Outcome, Stats};
@@ -58,30 +57,10 @@ pub struct StoredFunction {
     pub stats: Stats,
 }
 
-/// A mirror file that rebuild-index could not read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RebuildFailure {
-    /// The file.
-    pub path: PathBuf,
-    /// Why it was skipped.
-    pub reason: String,
-}
-
-/// What rebuild-index did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RebuildReport {
-    /// Functions re-read.
-    pub functions: usize,
-    /// Outcomes indexed.
-    pub indexed: usize,
-    /// Files skipped, each with its reason; the rest were indexed.
-    pub failures: Vec<RebuildFailure>,
-}
-
 /// An open data dir. Only one process (and one `Store`) may hold it.
 pub struct Store {
-    db: Database,
-    data_dir: PathBuf,
+    pub(crate) db: Database,
+    pub(crate) data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -282,247 +261,22 @@ impl Store {
         }
         failures
     }
-
-    /// Re-reads the JSON mirror into the index: every function, or just one.
-    /// Unreadable files are reported with their reason and skipped; whatever
-    /// the index held for a skipped `function.json` is kept.
-    pub fn rebuild_index(&self, only: Option<FunctionId>) -> Result<RebuildReport, RebuildError> {
-        let root = layout::functions_dir(&self.data_dir);
-        let mut report = RebuildReport::default();
-        let dirs: Vec<PathBuf> = match only {
-            Some(id) => vec![layout::function_dir(&self.data_dir, &id)],
-            None if !root.exists() => Vec::new(),
-            None => {
-                let mut dirs = Vec::new();
-                let entries = fs::read_dir(&root).map_err(|source| RebuildError::List {
-                    path: root.clone(),
-                    source,
-                })?;
-                for entry in entries.flatten() {
-                    if entry.path().is_dir() {
-                        dirs.push(entry.path());
-                    }
-                }
-                dirs.sort();
-                dirs
-            }
-        };
-
-        let mut found: HashMap<FunctionId, (Function, Vec<Outcome>)> = HashMap::new();
-        let mut unreadable: HashSet<String> = HashSet::new();
-        for dir in dirs {
-            let Some((function, outcomes)) = read_function_dir(&dir, &mut report.failures)? else {
-                unreadable.extend(dir.file_name().map(|n| n.to_string_lossy().into_owned()));
-                continue;
-            };
-            report.indexed += outcomes.len();
-            found.insert(function.id, (function, outcomes));
-        }
-        report.functions = found.len();
-
-        let tx = self.db.begin_write().map_err(WriteError::from)?;
-        {
-            let mut functions = tx.open_table(FUNCTIONS).map_err(WriteError::from)?;
-            let mut outcomes = tx.open_table(OUTCOMES).map_err(WriteError::from)?;
-            if only.is_none() {
-                let stale: Vec<String> = functions
-                    .iter()
-                    .map_err(WriteError::from)?
-                    .filter_map(|row| row.ok().map(|(k, _)| k.value().to_owned()))
-                    .filter(|k| !unreadable.contains(k))
-                    .filter(|k| k.parse().map(|id| !found.contains_key(&id)).unwrap_or(true))
-                    .collect();
-                for key in stale {
-                    functions.remove(key.as_str()).map_err(WriteError::from)?;
-                    remove_outcome_range(&mut outcomes, &key)?;
-                }
-            }
-            for (id, (function, list)) in &found {
-                let key = id.to_string();
-                functions
-                    .insert(key.as_str(), encode(function).as_slice())
-                    .map_err(WriteError::from)?;
-                remove_outcome_range(&mut outcomes, &key)?;
-                for outcome in list {
-                    outcomes
-                        .insert(
-                            outcome_key(&key, &outcome.id.to_string()).as_str(),
-                            encode(outcome).as_slice(),
-                        )
-                        .map_err(WriteError::from)?;
-                }
-            }
-        }
-        tx.commit().map_err(WriteError::from)?;
-        Ok(report)
-    }
 }
 
-fn remove_outcome_range(
-    outcomes: &mut redb::Table<'_, &str, &[u8]>,
-    function: &str,
-) -> Result<(), WriteError> {
-    let (start, end) = outcome_range(function);
-    let keys: Vec<String> = outcomes
-        .range(start.as_str()..end.as_str())?
-        .filter_map(|row| row.ok().map(|(k, _)| k.value().to_owned()))
-        .collect();
-    for key in keys {
-        outcomes.remove(key.as_str())?;
-    }
-    Ok(())
-}
-
-/// Reads one `functions/<id>/` dir. `None` when its `function.json` is
-/// unreadable (reported in `failures`).
-fn read_function_dir(
-    dir: &Path,
-    failures: &mut Vec<RebuildFailure>,
-) -> Result<Option<(Function, Vec<Outcome>)>, RebuildError> {
-    let dir_name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let function_path = layout::function_file_in(dir);
-    let function: Function = match read_record(&function_path) {
-        Ok(f) => f,
-        Err(reason) => {
-            failures.push(RebuildFailure {
-                path: function_path,
-                reason,
-            });
-            return Ok(None);
-        }
-    };
-    if function.id.to_string() != dir_name {
-        failures.push(RebuildFailure {
-            path: function_path,
-            reason: format!(
-                "its id {} does not match its directory `{dir_name}`",
-                function.id
-            ),
-        });
-        return Ok(None);
-    }
-    let outcomes_dir = layout::outcomes_dir(dir);
-    let mut outcomes = Vec::new();
-    if outcomes_dir.exists() {
-        let entries = fs::read_dir(&outcomes_dir).map_err(|source| RebuildError::List {
-            path: outcomes_dir.clone(),
-            source,
-        })?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        for path in paths {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            match read_record::<Outcome>(&path) {
-                Ok(o) if o.id.to_string() != stem => failures.push(RebuildFailure {
-                    path,
-                    reason: format!("its id {} does not match its file name", o.id),
-                }),
-                Ok(o) if o.function_id != function.id => failures.push(RebuildFailure {
-                    path,
-                    reason: format!(
-                        "its function_id {} does not match the function {}",
-                        o.function_id, function.id
-                    ),
-                }),
-                Ok(o) => outcomes.push(o),
-                Err(reason) => failures.push(RebuildFailure { path, reason }),
-            }
-        }
-    }
-    Ok(Some((function, outcomes)))
-}
-
-/// Mirror files above this size are skipped: a hand-edited record is a few
-/// KiB to a few MiB, so anything larger is a mistake (or `/dev/zero`).
-const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Reads a mirror file: a regular file of at most `MAX_RECORD_BYTES`, JSON,
-/// current schema version, then the model type.
-fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = read_regular_file(path, MAX_RECORD_BYTES)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    schema::check_file_version(&value)?;
-    serde_json::from_value(schema::unstamp(value)).map_err(|e| format!("invalid record: {e}"))
-}
-
-/// Reads a regular file of at most `cap` bytes. Internal: FIFOs, devices and
-/// symlinks are refused from their metadata before `open`, which would block
-/// on a FIFO; the opened handle is checked again in case the path was swapped
-/// in between, and `take` bounds the read whatever the file grew to.
-fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    let kind = |t: fs::FileType| {
-        use std::os::unix::fs::FileTypeExt as _;
-        if t.is_symlink() {
-            "a symlink"
-        } else if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        }
-    };
-    let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "not a regular file (it is {}); replace it with a regular JSON file",
-            kind(meta.file_type())
-        ));
-    }
-    let too_large = || format!("larger than {} MiB; cacheow skips it", cap / (1024 * 1024));
-    if meta.len() > cap {
-        return Err(too_large());
-    }
-    let file = fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "not a regular file (it is {})",
-            kind(meta.file_type())
-        ));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(cap + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > cap {
-        return Err(too_large());
-    }
-    Ok(bytes)
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Internal: the model types hold only strings, numbers and JSON values,
     // so serialising them cannot fail.
     serde_json::to_vec(value).expect("model types always serialise")
 }
 
-fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let stamped = schema::stamp(serde_json::to_value(value).expect("model types always serialise"));
     let mut bytes = serde_json::to_vec_pretty(&stamped).expect("JSON values always serialise");
     bytes.push(b'\n');
     bytes
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ReadError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ReadError> {
     serde_json::from_slice(bytes).map_err(|source| ReadError::Corrupt {
         key: key.to_owned(),
         source,

@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 
 use crate::error::{RebuildError, WriteError};
 use crate::ids::FunctionId;
-use crate::store::{RebuildReport, Store, Write};
+use crate::rebuild::RebuildReport;
+use crate::store::{Store, Write};
 
 /// Called once a write is committed to the index, or has failed.
 pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;

@@ -92,3 +92,61 @@ fn an_oversized_file_is_skipped_without_reading_it() {
     let report = store.rebuild_index(None).unwrap();
     assert_only_failure(&report, &big, "larger than 64 MiB");
 }
+
+#[test]
+fn index_rows_without_files_are_restored_reported_and_kept() {
+    let dir = temp_data_dir();
+    let (store, function, outcomes) = store_with_outcomes(dir.path(), 3);
+    let mut lost: Vec<PathBuf> = outcomes[..2]
+        .iter()
+        .map(|o| outcomes_dir(dir.path(), &function).join(format!("{}.json", o.id)))
+        .collect();
+    lost.sort();
+    for path in &lost {
+        fs::remove_file(path).unwrap();
+    }
+
+    let report = store.rebuild_index(None).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.indexed, 1);
+    assert_eq!(report.restored, lost);
+    for path in &lost {
+        assert!(path.is_file(), "{} was not rewritten", path.display());
+    }
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded[0].outcomes.len(), 3);
+
+    // The rewritten files are the mirror again: a second rebuild reads them.
+    let again = store.rebuild_index(None).unwrap();
+    assert_eq!(again.indexed, 3);
+    assert!(again.restored.is_empty());
+}
+
+#[test]
+fn a_function_whose_directory_is_gone_is_restored_from_the_index() {
+    let dir = temp_data_dir();
+    let (store, mut function, outcomes) = store_with_outcomes(dir.path(), 2);
+    function.latency_ms = 40;
+    store
+        .apply(&[Write::PutFunction(function.clone())])
+        .unwrap();
+    let function_dir = outcomes_dir(dir.path(), &function)
+        .parent()
+        .unwrap()
+        .to_owned();
+    fs::remove_dir_all(&function_dir).unwrap();
+
+    for only in [None, Some(function.id)] {
+        let report = store.rebuild_index(only).unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.restored.len(), 3, "{:?}", report.restored);
+        fs::remove_dir_all(&function_dir).unwrap();
+    }
+    let report = store.rebuild_index(None).unwrap();
+    assert_eq!(report.functions, 1);
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded[0].function, function);
+    assert_eq!(loaded[0].outcomes.len(), outcomes.len());
+    let text = fs::read_to_string(function_dir.join("function.json")).unwrap();
+    assert!(text.contains("\"latency_ms\": 40"), "{text}");
+}
