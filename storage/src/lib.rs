@@ -1,7 +1,8 @@
 //! `cacheow-storage` owns cacheow's data model (functions, outcomes, modes,
 //! mock entries, stats) and its bytes on disk: the redb index, the JSON mirror
 //! under `functions/<id>/`, the schema version and the batching background
-//! writer. It knows nothing of HTTP, hyper, tokio or the panel.
+//! writer. It knows nothing of HTTP, hyper or the panel, and of tokio only
+//! enough to not stall a runtime worker when the writer's queue is full.
 //!
 //! ```
 //! use cacheow_storage::{Function, FunctionKind, Store, Write};
@@ -35,4 +36,4 @@ pub use model::{
 pub use rebuild::{RebuildFailure, RebuildReport};
 pub use schema::SCHEMA_VERSION;
 pub use store::{Store, StoredFunction, Write};
-pub use writer::{Ack, Writer};
+pub use writer::{Ack, Writer, WriterOptions};

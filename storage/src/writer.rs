@@ -3,14 +3,17 @@
 //! files, both off the request path.
 //!
 //! Loss window: a write is durable once the batch holding it commits. A batch
-//! is everything queued while the previous one was committing; the mirror's
-//! file I/O runs on its own thread so it never delays the next commit. After a
-//! hard kill, the writes still queued are lost (see the README for measured
-//! figures). Callers that cannot accept that wait for the write's `Ack`
+//! is everything queued while the previous one was committing (at most
+//! `Writer::MAX_BATCH`); the mirror's file I/O runs on its own thread so it
+//! never delays the next commit. Both queues are bounded: a full write queue
+//! blocks `submit` (back-pressure, never a drop), and a full mirror queue
+//! makes the writer wait for the mirror. So after a hard kill at most
+//! `Writer::loss_window` writes are lost: the queued ones and the batch being
+//! committed. Callers that cannot accept that wait for the write's `Ack`
 //! (durable mode), which fires once the write is committed to the index.
 
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 
 use crate::error::{RebuildError, WriteError};
@@ -24,8 +27,23 @@ pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 type RebuildAck = Box<dyn FnOnce(Result<RebuildReport, RebuildError>) + Send>;
 type FailureHook = Arc<dyn Fn(FunctionId, &WriteError) + Send + Sync>;
 
-/// Upper bound on writes per transaction, so one commit stays short.
-const MAX_BATCH: usize = 1024;
+/// Committed batches waiting for the mirror thread before the writer waits
+/// for it, so the mirror lags the index by a bounded amount.
+const MIRROR_QUEUE: usize = 4;
+
+/// How the background writer is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Writes that may wait for the writer thread; `submit` blocks its caller
+    /// while this many are queued. At least 1.
+    pub queue: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { queue: 256 }
+    }
+}
 
 enum Command {
     // Internal: boxed so the small commands do not pay for the largest.
@@ -42,8 +60,9 @@ enum MirrorCommand {
 /// Handle to the background writer. Dropping it drains the queue and joins
 /// the threads.
 pub struct Writer {
-    tx: Option<mpsc::Sender<Command>>,
+    tx: Option<mpsc::SyncSender<Command>>,
     thread: Option<JoinHandle<()>>,
+    queue: usize,
 }
 
 impl std::fmt::Debug for Writer {
@@ -55,13 +74,27 @@ impl std::fmt::Debug for Writer {
 // === impl Writer ===
 
 impl Writer {
-    /// Starts the writer threads. `on_failure` is called (on one of them) for
-    /// every write that could not be persisted, with the function it was for.
+    /// Upper bound on writes per transaction, so one commit stays short.
+    pub const MAX_BATCH: usize = 256;
+
+    /// Starts the writer threads with the default options. `on_failure` is
+    /// called (on one of them) for every write that could not be persisted,
+    /// with the function it was for.
     pub fn spawn(
         store: Arc<Store>,
         on_failure: impl Fn(FunctionId, &WriteError) + Send + Sync + 'static,
     ) -> Writer {
-        let (tx, rx) = mpsc::channel();
+        Writer::spawn_with(store, WriterOptions::default(), on_failure)
+    }
+
+    /// Starts the writer threads sized by `options`; see [`Writer::spawn`].
+    pub fn spawn_with(
+        store: Arc<Store>,
+        options: WriterOptions,
+        on_failure: impl Fn(FunctionId, &WriteError) + Send + Sync + 'static,
+    ) -> Writer {
+        let queue = options.queue.max(1);
+        let (tx, rx) = mpsc::sync_channel(queue);
         let on_failure: FailureHook = Arc::new(on_failure);
         let thread = std::thread::Builder::new()
             .name("cacheow-writer".into())
@@ -70,15 +103,24 @@ impl Writer {
         Writer {
             tx: Some(tx),
             thread: Some(thread),
+            queue,
         }
     }
 
-    /// Queues a write; failures go to the `on_failure` hook.
+    /// How many submitted writes a hard kill can lose at most: the queued
+    /// ones and the batch being committed. Writes whose `Ack` fired are safe.
+    pub fn loss_window(&self) -> usize {
+        self.queue + Writer::MAX_BATCH
+    }
+
+    /// Queues a write; failures go to the `on_failure` hook. Blocks while
+    /// the queue is full.
     pub fn submit(&self, write: Write) {
         self.send(Command::Write(Box::new(write), None));
     }
 
     /// Queues a write and calls `ack` once it is committed (or failed).
+    /// Blocks while the queue is full.
     pub fn submit_with_ack(&self, write: Write, ack: Ack) {
         if let Some(Command::Write(_, Some(ack))) =
             self.send(Command::Write(Box::new(write), Some(ack)))
@@ -104,16 +146,37 @@ impl Writer {
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         if self.send(Command::Flush(done_tx)).is_none() {
-            let _ = done_rx.recv();
+            let _ = blocking(|| done_rx.recv());
         }
     }
 
-    /// Sends a command; gives it back if the thread is gone.
+    /// Sends a command, waiting for room in the queue; gives it back if the
+    /// thread is gone.
     fn send(&self, command: Command) -> Option<Command> {
-        match &self.tx {
-            Some(tx) => tx.send(command).err().map(|e| e.0),
-            None => Some(command),
+        let Some(tx) = &self.tx else {
+            return Some(command);
+        };
+        match tx.try_send(command) {
+            Ok(()) => None,
+            Err(TrySendError::Disconnected(command)) => Some(command),
+            Err(TrySendError::Full(command)) => blocking(|| tx.send(command).err().map(|e| e.0)),
         }
+    }
+}
+
+/// Runs `wait`, which blocks the thread. Internal: callers may be tokio
+/// worker threads (the engine submits from request handlers); on a
+/// multi-thread runtime `block_in_place` hands the worker's other tasks to
+/// another thread first, so a full queue slows the recording request alone.
+/// A current-thread runtime has no other thread to hand them to, so there
+/// the wait blocks the runtime as a std call would.
+fn blocking<R>(wait: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }
 
@@ -136,7 +199,7 @@ fn report(failures: &[(FunctionId, WriteError)], on_failure: &FailureHook) {
 }
 
 fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook) {
-    let (mirror_tx, mirror_rx) = mpsc::channel::<MirrorCommand>();
+    let (mirror_tx, mirror_rx) = mpsc::sync_channel::<MirrorCommand>(MIRROR_QUEUE);
     let mirror = {
         let (store, on_failure) = (store.clone(), on_failure.clone());
         std::thread::Builder::new()
@@ -181,7 +244,7 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
             Command::Write(write, ack) => {
                 let mut writes = vec![*write];
                 let mut acks: Vec<Ack> = ack.into_iter().collect();
-                while writes.len() < MAX_BATCH {
+                while writes.len() < Writer::MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Command::Write(write, ack)) => {
                             writes.push(*write);
