@@ -91,6 +91,15 @@ pub enum WriteError {
     /// The background writer has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
+    /// The index failed earlier (disk full, read-only) and could not be
+    /// reopened yet; cacheow retries every second.
+    #[error(
+        "the index is unavailable ({reason}); cacheow retries every second: free disk space or make the data dir writable"
+    )]
+    Unavailable {
+        /// The last error.
+        reason: String,
+    },
 }
 
 impl<E: Into<redb::Error>> From<E> for WriteError {
@@ -115,6 +124,14 @@ pub enum ReadError {
         key: String,
         /// The cause.
         source: serde_json::Error,
+    },
+    /// The index failed earlier and could not be reopened yet.
+    #[error(
+        "the index is unavailable ({reason}); cacheow retries every second: free disk space or make the data dir writable"
+    )]
+    Unavailable {
+        /// The last error.
+        reason: String,
     },
 }
 

@@ -18,6 +18,7 @@
 mod atomic;
 mod error;
 mod ids;
+mod index;
 mod layout;
 mod model;
 mod rebuild;

@@ -100,105 +100,108 @@ impl Store {
 
         let mut report = RebuildReport::default();
         let mut restore: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        let tx = self.db.begin_write().map_err(WriteError::from)?;
-        {
-            let mut functions = tx.open_table(FUNCTIONS).map_err(WriteError::from)?;
-            let mut outcomes = tx.open_table(OUTCOMES).map_err(WriteError::from)?;
-            if only.is_none() {
-                // Internal: only keys that are ids, so a damaged row never
-                // names a path outside the data dir.
-                for row in functions.iter().map_err(WriteError::from)? {
-                    let (key, _) = row.map_err(WriteError::from)?;
-                    if key.value().parse::<FunctionId>().is_ok() {
-                        keys.insert(key.value().to_owned());
-                    }
-                }
-            }
-            for key in keys {
-                let dir = root.join(&key);
-                let indexed = functions
-                    .get(key.as_str())
-                    .map_err(WriteError::from)?
-                    .map(|v| v.value().to_vec());
-                let function = match read_function_file(&dir, &mut report.failures) {
-                    FunctionFile::Read(function) => {
-                        functions
-                            .insert(key.as_str(), encode(&function).as_slice())
-                            .map_err(WriteError::from)?;
-                        function
-                    }
-                    FunctionFile::Unreadable => continue,
-                    FunctionFile::Missing => {
-                        let path = layout::function_file_in(&dir);
-                        let Some(bytes) = indexed else {
-                            report.failures.push(RebuildFailure {
-                                path,
-                                reason: "missing; this directory needs a function.json".into(),
-                            });
-                            continue;
-                        };
-                        match decode::<Function>(&key, &bytes) {
-                            Ok(function) => {
-                                restore.push((path, pretty(&function)));
-                                function
-                            }
-                            Err(e) => {
-                                report.failures.push(RebuildFailure {
-                                    path,
-                                    reason: format!(
-                                        "missing, and the index copy is unreadable: {e}"
-                                    ),
-                                });
-                                continue;
-                            }
+        self.index.with(|db| -> Result<(), RebuildError> {
+            let tx = db.begin_write().map_err(WriteError::from)?;
+            {
+                let mut functions = tx.open_table(FUNCTIONS).map_err(WriteError::from)?;
+                let mut outcomes = tx.open_table(OUTCOMES).map_err(WriteError::from)?;
+                if only.is_none() {
+                    // Internal: only keys that are ids, so a damaged row never
+                    // names a path outside the data dir.
+                    for row in functions.iter().map_err(WriteError::from)? {
+                        let (key, _) = row.map_err(WriteError::from)?;
+                        if key.value().parse::<FunctionId>().is_ok() {
+                            keys.insert(key.value().to_owned());
                         }
                     }
-                };
-                report.functions += 1;
-
-                let read = read_outcomes(&dir, &function, &mut report.failures)?;
-                report.indexed += read.len();
-                let mut from_files = HashSet::new();
-                for outcome in read {
-                    let id = outcome.id.to_string();
-                    outcomes
-                        .insert(outcome_key(&key, &id).as_str(), encode(&outcome).as_slice())
-                        .map_err(WriteError::from)?;
-                    from_files.insert(id);
                 }
-                // Rows the files did not give: kept; a missing file is
-                // rewritten from the row, an unreadable one is already in
-                // the failures.
-                let (start, end) = outcome_range(&key);
-                for row in outcomes
-                    .range(start.as_str()..end.as_str())
-                    .map_err(WriteError::from)?
-                {
-                    let (row_key, value) = row.map_err(WriteError::from)?;
-                    let Some(id) = row_key.value().strip_prefix(start.as_str()) else {
-                        continue;
+                for key in keys {
+                    let dir = root.join(&key);
+                    let indexed = functions
+                        .get(key.as_str())
+                        .map_err(WriteError::from)?
+                        .map(|v| v.value().to_vec());
+                    let function = match read_function_file(&dir, &mut report.failures) {
+                        FunctionFile::Read(function) => {
+                            functions
+                                .insert(key.as_str(), encode(&function).as_slice())
+                                .map_err(WriteError::from)?;
+                            function
+                        }
+                        FunctionFile::Unreadable => continue,
+                        FunctionFile::Missing => {
+                            let path = layout::function_file_in(&dir);
+                            let Some(bytes) = indexed else {
+                                report.failures.push(RebuildFailure {
+                                    path,
+                                    reason: "missing; this directory needs a function.json".into(),
+                                });
+                                continue;
+                            };
+                            match decode::<Function>(&key, &bytes) {
+                                Ok(function) => {
+                                    restore.push((path, pretty(&function)));
+                                    function
+                                }
+                                Err(e) => {
+                                    report.failures.push(RebuildFailure {
+                                        path,
+                                        reason: format!(
+                                            "missing, and the index copy is unreadable: {e}"
+                                        ),
+                                    });
+                                    continue;
+                                }
+                            }
+                        }
                     };
-                    let Ok(outcome_id) = id.parse::<OutcomeId>() else {
-                        continue;
-                    };
-                    if from_files.contains(id) {
-                        continue;
+                    report.functions += 1;
+
+                    let read = read_outcomes(&dir, &function, &mut report.failures)?;
+                    report.indexed += read.len();
+                    let mut from_files = HashSet::new();
+                    for outcome in read {
+                        let id = outcome.id.to_string();
+                        outcomes
+                            .insert(outcome_key(&key, &id).as_str(), encode(&outcome).as_slice())
+                            .map_err(WriteError::from)?;
+                        from_files.insert(id);
                     }
-                    let path = layout::outcome_file(&self.data_dir, &function.id, &outcome_id);
-                    if !is_missing(&path) {
-                        continue;
-                    }
-                    match decode::<Outcome>(row_key.value(), value.value()) {
-                        Ok(outcome) => restore.push((path, pretty(&outcome))),
-                        Err(e) => report.failures.push(RebuildFailure {
-                            path,
-                            reason: format!("missing, and the index copy is unreadable: {e}"),
-                        }),
+                    // Rows the files did not give: kept; a missing file is
+                    // rewritten from the row, an unreadable one is already in
+                    // the failures.
+                    let (start, end) = outcome_range(&key);
+                    for row in outcomes
+                        .range(start.as_str()..end.as_str())
+                        .map_err(WriteError::from)?
+                    {
+                        let (row_key, value) = row.map_err(WriteError::from)?;
+                        let Some(id) = row_key.value().strip_prefix(start.as_str()) else {
+                            continue;
+                        };
+                        let Ok(outcome_id) = id.parse::<OutcomeId>() else {
+                            continue;
+                        };
+                        if from_files.contains(id) {
+                            continue;
+                        }
+                        let path = layout::outcome_file(&self.data_dir, &function.id, &outcome_id);
+                        if !is_missing(&path) {
+                            continue;
+                        }
+                        match decode::<Outcome>(row_key.value(), value.value()) {
+                            Ok(outcome) => restore.push((path, pretty(&outcome))),
+                            Err(e) => report.failures.push(RebuildFailure {
+                                path,
+                                reason: format!("missing, and the index copy is unreadable: {e}"),
+                            }),
+                        }
                     }
                 }
             }
-        }
-        tx.commit().map_err(WriteError::from)?;
+            tx.commit().map_err(WriteError::from)?;
+            Ok(())
+        })?;
 
         for (path, bytes) in restore {
             match atomic::write_file(&path, &bytes) {

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::atomic;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::ids::{FunctionId, OutcomeId};
+use crate::index::Index;
 use crate::layout;
 use crate::model::{Function, Outcome, Stats};
 use crate::schema;
@@ -59,7 +60,7 @@ pub struct StoredFunction {
 
 /// An open data dir. Only one process (and one `Store`) may hold it.
 pub struct Store {
-    pub(crate) db: Database,
+    pub(crate) index: Index,
     pub(crate) data_dir: PathBuf,
 }
 
@@ -99,7 +100,10 @@ impl Store {
             },
         })?;
         schema::check_or_init(&db, &data_dir)?;
-        let store = Store { db, data_dir };
+        let store = Store {
+            index: Index::new(index, db),
+            data_dir,
+        };
         if fresh && layout::functions_dir(&store.data_dir).is_dir() {
             let report = store.rebuild_index(None)?;
             tracing::info!(
@@ -121,32 +125,7 @@ impl Store {
 
     /// Reads every function with its outcomes and stats.
     pub fn load(&self) -> Result<Vec<StoredFunction>, ReadError> {
-        let read = self.db.begin_read()?;
-        let functions = read.open_table(FUNCTIONS)?;
-        let outcomes = read.open_table(OUTCOMES)?;
-        let stats = read.open_table(STATS)?;
-        let mut out = Vec::new();
-        for row in functions.iter()? {
-            let (key, value) = row?;
-            let function: Function = decode(key.value(), value.value())?;
-            let id = key.value().to_owned();
-            let (start, end) = outcome_range(&id);
-            let mut list = Vec::new();
-            for row in outcomes.range(start.as_str()..end.as_str())? {
-                let (key, value) = row?;
-                list.push(decode(key.value(), value.value())?);
-            }
-            let stats = match stats.get(id.as_str())? {
-                Some(v) => decode(&id, v.value())?,
-                None => Stats::default(),
-            };
-            out.push(StoredFunction {
-                function,
-                outcomes: list,
-                stats,
-            });
-        }
-        Ok(out)
+        self.index.with(load)
     }
 
     /// Applies writes in one index transaction, then mirrors them to files.
@@ -195,32 +174,7 @@ impl Store {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), WriteError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut functions = tx.open_table(FUNCTIONS)?;
-            let mut outcomes = tx.open_table(OUTCOMES)?;
-            let mut stats = tx.open_table(STATS)?;
-            for write in writes {
-                match write {
-                    Write::PutFunction(f) => {
-                        functions.insert(f.id.to_string().as_str(), encode(f).as_slice())?;
-                    }
-                    Write::PutOutcome(o) => {
-                        let key = outcome_key(&o.function_id.to_string(), &o.id.to_string());
-                        outcomes.insert(key.as_str(), encode(o).as_slice())?;
-                    }
-                    Write::DeleteOutcome { function, outcome } => {
-                        let key = outcome_key(&function.to_string(), &outcome.to_string());
-                        outcomes.remove(key.as_str())?;
-                    }
-                    Write::PutStats(id, s) => {
-                        stats.insert(id.to_string().as_str(), encode(s).as_slice())?;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.index.with(|db| commit(db, writes))
     }
 
     /// Writes the JSON files of committed writes.
@@ -261,6 +215,64 @@ impl Store {
         }
         failures
     }
+}
+
+fn commit(db: &Database, writes: &[Write]) -> Result<(), WriteError> {
+    let tx = db.begin_write()?;
+    {
+        let mut functions = tx.open_table(FUNCTIONS)?;
+        let mut outcomes = tx.open_table(OUTCOMES)?;
+        let mut stats = tx.open_table(STATS)?;
+        for write in writes {
+            match write {
+                Write::PutFunction(f) => {
+                    functions.insert(f.id.to_string().as_str(), encode(f).as_slice())?;
+                }
+                Write::PutOutcome(o) => {
+                    let key = outcome_key(&o.function_id.to_string(), &o.id.to_string());
+                    outcomes.insert(key.as_str(), encode(o).as_slice())?;
+                }
+                Write::DeleteOutcome { function, outcome } => {
+                    let key = outcome_key(&function.to_string(), &outcome.to_string());
+                    outcomes.remove(key.as_str())?;
+                }
+                Write::PutStats(id, s) => {
+                    stats.insert(id.to_string().as_str(), encode(s).as_slice())?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn load(db: &Database) -> Result<Vec<StoredFunction>, ReadError> {
+    let read = db.begin_read()?;
+    let functions = read.open_table(FUNCTIONS)?;
+    let outcomes = read.open_table(OUTCOMES)?;
+    let stats = read.open_table(STATS)?;
+    let mut out = Vec::new();
+    for row in functions.iter()? {
+        let (key, value) = row?;
+        let function: Function = decode(key.value(), value.value())?;
+        let id = key.value().to_owned();
+        let (start, end) = outcome_range(&id);
+        let mut list = Vec::new();
+        for row in outcomes.range(start.as_str()..end.as_str())? {
+            let (key, value) = row?;
+            list.push(decode(key.value(), value.value())?);
+        }
+        let stats = match stats.get(id.as_str())? {
+            Some(v) => decode(&id, v.value())?,
+            None => Stats::default(),
+        };
+        out.push(StoredFunction {
+            function,
+            outcomes: list,
+            stats,
+        });
+    }
+    Ok(out)
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -191,10 +191,52 @@ impl Drop for Writer {
     }
 }
 
-fn report(failures: &[(FunctionId, WriteError)], on_failure: &FailureHook) {
-    for (function, error) in failures {
-        tracing::error!(function = %function, error = %error, "persisting failed; the response was still served");
-        on_failure(*function, error);
+/// One thread's run of failures, logged once: an ERROR with the reason at
+/// the first failure, an INFO with the count at the first success after it.
+/// Internal: a full disk fails every batch; one line per batch would fill
+/// the log (and often the same disk) while telling nothing new.
+struct Episode {
+    what: &'static str,
+    failed: usize,
+}
+
+impl Episode {
+    fn new(what: &'static str) -> Episode {
+        Episode { what, failed: 0 }
+    }
+
+    /// Records the outcome of `writes` writes; `on_failure` still hears of
+    /// every failed one, by function.
+    fn record(
+        &mut self,
+        writes: usize,
+        failures: &[(FunctionId, WriteError)],
+        on_failure: &FailureHook,
+    ) {
+        let Some((function, error)) = failures.first() else {
+            if self.failed > 0 {
+                tracing::info!(
+                    failed_writes = self.failed,
+                    "{} resumed after {} failed writes",
+                    self.what,
+                    self.failed
+                );
+                self.failed = 0;
+            }
+            return;
+        };
+        if self.failed == 0 {
+            tracing::error!(
+                function = %function,
+                error = %error,
+                "{} failed; responses are still served, and later writes retry",
+                self.what
+            );
+        }
+        self.failed += writes;
+        for (function, error) in failures {
+            on_failure(*function, error);
+        }
     }
 }
 
@@ -205,9 +247,13 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
         std::thread::Builder::new()
             .name("cacheow-mirror".into())
             .spawn(move || {
+                let mut episode = Episode::new("mirroring to the JSON files");
                 for command in mirror_rx {
                     match command {
-                        MirrorCommand::Files(writes) => report(&store.mirror(&writes), &on_failure),
+                        MirrorCommand::Files(writes) => {
+                            let failures = store.mirror(&writes);
+                            episode.record(failures.len(), &failures, &on_failure);
+                        }
                         MirrorCommand::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -223,6 +269,7 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
         }
     };
 
+    let mut episode = Episode::new("persisting");
     let mut pending: Option<Command> = None;
     loop {
         let first = match pending.take() {
@@ -258,7 +305,7 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
                     }
                 }
                 let failures = store.commit_batch(&writes);
-                report(&failures, on_failure);
+                episode.record(writes.len(), &failures, on_failure);
                 let batch_error = failures.first().map(|(_, e)| e.to_string());
                 for ack in acks {
                     ack(match &batch_error {

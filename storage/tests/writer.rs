@@ -8,7 +8,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cacheow_storage::test_support::{sample_function, sample_outcome, temp_data_dir};
-use cacheow_storage::{Function, Store, Write, Writer, WriterOptions};
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cacheow_storage::{Function, Store, Write, WriteError, Writer, WriterOptions};
 
 /// Holds the writer thread inside a rebuild ack until the returned sender
 /// sends or drops: a store that is as slow as we like.
@@ -125,4 +130,139 @@ fn a_full_queue_on_a_tokio_worker_leaves_the_other_tasks_running() {
     assert_eq!(store.load().unwrap()[0].outcomes.len(), 5);
     drop(done_tx);
     late_release.join().unwrap();
+}
+
+/// A tmpfs mounted on a temp dir, unmounted on drop.
+struct Tmpfs {
+    dir: cacheow_storage::test_support::TempDataDir,
+}
+
+impl Tmpfs {
+    /// `None` (with the reason printed) where mounting is not allowed.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = temp_data_dir();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Writes `path` until the file system is full.
+fn fill(path: &Path) {
+    let mut file = fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+}
+
+/// Submits `write` and waits for its ack.
+fn durable(writer: &Writer, write: Write) -> Result<(), WriteError> {
+    let (tx, rx) = mpsc::channel();
+    writer.submit_with_ack(
+        write,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    rx.recv().unwrap()
+}
+
+fn outcome_file(store: &Store, function: &Function, write: &Write) -> PathBuf {
+    let Write::PutOutcome(outcome) = write else {
+        panic!("not an outcome")
+    };
+    store
+        .data_dir()
+        .join("functions")
+        .join(function.id.to_string())
+        .join("outcomes")
+        .join(format!("{}.json", outcome.id))
+}
+
+#[test]
+fn commits_resume_after_the_disk_fills_and_frees_without_a_restart() {
+    let Some(tmpfs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let store = Arc::new(Store::open(&tmpfs.path().join("data")).unwrap());
+    let failed_writes = Arc::new(AtomicUsize::new(0));
+    let writer = Writer::spawn(store.clone(), {
+        let failed_writes = failed_writes.clone();
+        move |_, _| {
+            failed_writes.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let function = sample_function("a");
+    durable(&writer, Write::PutFunction(function.clone())).unwrap();
+
+    let filler = tmpfs.path().join("filler");
+    fill(&filler);
+    let big = |i: usize| {
+        Write::PutOutcome(sample_outcome(
+            &function,
+            &format!("full{i}"),
+            &"x".repeat(64 * 1024),
+        ))
+    };
+    let first_error = (0..64)
+        .find_map(|i| durable(&writer, big(i)).err())
+        .expect("a commit fails once the disk is full");
+    eprintln!("the full disk gave: {first_error}");
+    // While full, the index stays poisoned or unavailable: still no commit.
+    assert!(durable(&writer, big(100)).is_err());
+
+    fs::remove_file(&filler).unwrap();
+    // The same Store and Writer: writes commit again (the reopen is retried
+    // at most once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    let recovered = loop {
+        n += 1;
+        let write = outcome_write(&function, n);
+        match durable(&writer, write.clone()) {
+            Ok(()) => break write,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "still failing: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    writer.flush();
+    assert!(failed_writes.load(Ordering::SeqCst) >= 2);
+    let Write::PutOutcome(outcome) = &recovered else {
+        unreachable!()
+    };
+    let loaded = store.load().unwrap();
+    assert!(loaded[0].outcomes.iter().any(|o| o.id == outcome.id));
+    assert!(outcome_file(&store, &function, &recovered).is_file());
+    drop(writer);
+    drop(store);
 }
