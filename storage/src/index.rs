@@ -7,8 +7,13 @@
 //! so a disk that stays full costs one open (and redb's repair scan) a
 //! second, not one per batch. The old handle is kept until then: dropping it
 //! at once would release the data dir's lock for the whole episode.
+//!
+//! redb can panic (`unreachable!`) on corrupt pages rather than return an
+//! error, so every call into it here runs under `catch_unwind` and a panic
+//! becomes a typed `Damaged` error.
 
 use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -49,7 +54,32 @@ impl Deref for Handle<'_> {
 /// the handle.
 pub(crate) trait IndexFailure {
     fn unavailable(reason: String) -> Self;
+    fn damaged(path: PathBuf, reason: String) -> Self;
     fn poisons(&self) -> bool;
+}
+
+/// Runs `f`, turning a panic inside redb into `Err` with its message.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        format!("redb panicked reading it: {message}")
+    })
+}
+
+/// True for the redb errors that mean the file's bytes are bad.
+pub(crate) fn is_damage(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+        ),
+        _ => false,
+    }
 }
 
 // === impl Index ===
@@ -71,7 +101,8 @@ impl Index {
     ) -> Result<R, E> {
         let result = {
             let handle = self.get().map_err(E::unavailable)?;
-            f(&handle)
+            guarded(|| f(&handle))
+                .unwrap_or_else(|reason| Err(E::damaged(self.path.clone(), reason)))
         };
         if let Err(e) = &result
             && e.poisons()
@@ -97,13 +128,17 @@ impl Index {
                 // Internal: redb refuses a second handle on a file this
                 // process holds, so the old one goes first.
                 db.take();
-                match Database::create(&self.path) {
-                    Ok(reopened) => {
+                match guarded(|| Database::create(&self.path)) {
+                    Ok(Ok(reopened)) => {
                         *db = Some(reopened);
                         *broken = None;
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         b.reason = format!("reopening `{}` failed: {e}", self.path.display());
+                        return Err(b.reason.clone());
+                    }
+                    Err(panic) => {
+                        b.reason = format!("reopening `{}` failed: {panic}", self.path.display());
                         return Err(b.reason.clone());
                     }
                 }
@@ -133,8 +168,16 @@ impl IndexFailure for WriteError {
         WriteError::Unavailable { reason }
     }
 
+    fn damaged(path: PathBuf, reason: String) -> Self {
+        WriteError::Damaged { path, reason }
+    }
+
     fn poisons(&self) -> bool {
-        matches!(self, WriteError::Database(e) if poisons(e))
+        match self {
+            WriteError::Database(e) => poisons(e),
+            WriteError::Damaged { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -143,14 +186,26 @@ impl IndexFailure for ReadError {
         ReadError::Unavailable { reason }
     }
 
+    fn damaged(path: PathBuf, reason: String) -> Self {
+        ReadError::Damaged { path, reason }
+    }
+
     fn poisons(&self) -> bool {
-        matches!(self, ReadError::Database(e) if poisons(e))
+        match self {
+            ReadError::Database(e) => poisons(e),
+            ReadError::Damaged { .. } => true,
+            _ => false,
+        }
     }
 }
 
 impl IndexFailure for RebuildError {
     fn unavailable(reason: String) -> Self {
         RebuildError::Write(WriteError::unavailable(reason))
+    }
+
+    fn damaged(path: PathBuf, reason: String) -> Self {
+        RebuildError::Write(WriteError::damaged(path, reason))
     }
 
     fn poisons(&self) -> bool {

@@ -48,6 +48,9 @@ pub struct RebuildReport {
     /// keeps those records (the mirror had lagged, or they were deleted by
     /// hand: deletes go through the API).
     pub restored: Vec<PathBuf>,
+    /// Where [`Store::rebuild_offline`] moved a damaged index before
+    /// building a fresh one.
+    pub moved_aside: Option<PathBuf>,
 }
 
 /// Mirror files above this size are skipped: a hand-edited record is a few

@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 use crate::atomic;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::ids::{FunctionId, OutcomeId};
-use crate::index::Index;
+use crate::index::{self, Index};
 use crate::layout;
 use crate::model::{Function, Outcome, Stats};
+use crate::rebuild::RebuildReport;
 use crate::schema;
 use crate::tables::{FUNCTIONS, OUTCOMES, STATS, outcome_key, outcome_range};
 
@@ -76,46 +77,90 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the data dir. A missing index next to an existing
-    /// JSON mirror is rebuilt from the mirror.
+    /// JSON mirror is rebuilt from the mirror. So is a damaged one (empty,
+    /// not a redb file, corrupt pages met at open), after it is moved aside
+    /// to `cacheow.redb.damaged-<unix time>`; with no mirror to rebuild from,
+    /// a damaged index is refused with `OpenError::Damaged` rather than
+    /// replaced by an empty store that would then overwrite the files.
     pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
-        fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        let data_dir = data_dir
-            .canonicalize()
-            .map_err(|source| OpenError::CreateDir {
-                path: data_dir.to_owned(),
-                source,
-            })?;
+        let data_dir = prepare_data_dir(data_dir)?;
         let index = layout::index_file(&data_dir);
-        let fresh = !index.exists();
-        let db = Database::create(&index).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
-                data_dir: data_dir.clone(),
-            },
-            other => OpenError::Database {
-                path: index.clone(),
-                source: Box::new(other.into()),
-            },
-        })?;
-        schema::check_or_init(&db, &data_dir)?;
+        let has_mirror = layout::functions_dir(&data_dir).is_dir();
+        let missing = !index.exists();
+        let (db, rebuilt_because) = match open_index(&index, &data_dir) {
+            Ok(db) => (db, missing.then_some("index was missing")),
+            Err(OpenError::Damaged { path, reason }) if has_mirror => {
+                let moved = move_aside(&index)?;
+                tracing::warn!(
+                    index = %path.display(),
+                    moved_to = %moved.display(),
+                    reason = %reason,
+                    "the index is damaged; moved it aside, rebuilding it from the JSON files"
+                );
+                (open_index(&index, &data_dir)?, Some("index was damaged"))
+            }
+            Err(e) => return Err(e),
+        };
         let store = Store {
             index: Index::new(index, db),
             data_dir,
         };
-        if fresh && layout::functions_dir(&store.data_dir).is_dir() {
+        if let Some(why) = rebuilt_because.filter(|_| has_mirror) {
             let report = store.rebuild_index(None)?;
             tracing::info!(
                 indexed = report.indexed,
                 failures = report.failures.len(),
-                "index was missing; rebuilt it from the JSON files"
+                "{why}; rebuilt it from the JSON files"
             );
             for failure in &report.failures {
                 tracing::warn!(path = %failure.path.display(), reason = %failure.reason, "skipped unreadable file");
             }
         }
         Ok(store)
+    }
+
+    /// rebuild-index for a store that may not open: when the index is
+    /// damaged anywhere (open, an integrity check of every page, reading
+    /// every row), it is moved aside (`RebuildReport::moved_aside`) and a
+    /// fresh one is built from the JSON files. A healthy index gets the
+    /// ordinary [`Store::rebuild_index`], which keeps its stats and the
+    /// records whose files are missing. Run it with cacheow stopped: it takes
+    /// the data dir's lock like `open`.
+    pub fn rebuild_offline(data_dir: &Path) -> Result<RebuildReport, OpenError> {
+        let data_dir = prepare_data_dir(data_dir)?;
+        let index = layout::index_file(&data_dir);
+        let healthy = if index.exists() {
+            match open_index(&index, &data_dir) {
+                Ok(db) => verify(db),
+                Err(OpenError::Damaged { .. } | OpenError::BadSchema { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let mut moved_aside = None;
+        let db = match healthy {
+            Some(db) => db,
+            None => {
+                if index.exists() {
+                    let moved = move_aside(&index)?;
+                    tracing::warn!(
+                        index = %index.display(),
+                        moved_to = %moved.display(),
+                        "the index is damaged; moved it aside, rebuilding it from the JSON files"
+                    );
+                    moved_aside = Some(moved);
+                }
+                open_index(&index, &data_dir)?
+            }
+        };
+        let store = Store {
+            index: Index::new(index, db),
+            data_dir,
+        };
+        let mut report = store.rebuild_index(None)?;
+        report.moved_aside = moved_aside;
+        Ok(report)
     }
 
     /// The data dir, canonicalised.
@@ -125,7 +170,13 @@ impl Store {
 
     /// Reads every function with its outcomes and stats.
     pub fn load(&self) -> Result<Vec<StoredFunction>, ReadError> {
-        self.index.with(load)
+        self.index.with(load).map_err(|e| match e {
+            ReadError::Database(e) if index::is_damage(&e) => ReadError::Damaged {
+                path: layout::index_file(&self.data_dir),
+                reason: e.to_string(),
+            },
+            e => e,
+        })
     }
 
     /// Applies writes in one index transaction, then mirrors them to files.
@@ -273,6 +324,94 @@ fn load(db: &Database) -> Result<Vec<StoredFunction>, ReadError> {
         });
     }
     Ok(out)
+}
+
+fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, OpenError> {
+    fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    data_dir
+        .canonicalize()
+        .map_err(|source| OpenError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })
+}
+
+/// Opens the index and checks its schema, telling damage (`Damaged`) from
+/// the other failures.
+fn open_index(index: &Path, data_dir: &Path) -> Result<Database, OpenError> {
+    let damaged = |reason: String| OpenError::Damaged {
+        path: index.to_owned(),
+        reason,
+    };
+    // Internal: redb initialises an empty file as a new database; an empty
+    // index next to a mirror is a crash or a truncation, never a new store.
+    if fs::metadata(index).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        return Err(damaged("the file is empty".into()));
+    }
+    let db = match index::guarded(|| Database::create(index)) {
+        Err(panic) => return Err(damaged(panic)),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(OpenError::Locked {
+                data_dir: data_dir.to_owned(),
+            });
+        }
+        Ok(Err(e)) => {
+            let e = redb::Error::from(e);
+            return Err(if index::is_damage(&e) {
+                damaged(e.to_string())
+            } else {
+                OpenError::Database {
+                    path: index.to_owned(),
+                    source: Box::new(e),
+                }
+            });
+        }
+        Ok(Ok(db)) => db,
+    };
+    match index::guarded(|| schema::check_or_init(&db, data_dir)) {
+        Err(panic) => Err(damaged(panic)),
+        Ok(Err(OpenError::Database { source, .. })) if index::is_damage(&source) => {
+            Err(damaged(source.to_string()))
+        }
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(db),
+    }
+}
+
+/// `Some(db)` when every page checks out and every row reads.
+fn verify(mut db: Database) -> Option<Database> {
+    let checked = index::guarded(|| db.check_integrity());
+    if !matches!(checked, Ok(Ok(_))) {
+        return None;
+    }
+    match index::guarded(|| load(&db)) {
+        Ok(Ok(_)) => Some(db),
+        _ => None,
+    }
+}
+
+/// Renames a damaged index to `cacheow.redb.damaged-<unix time>` (with a
+/// counter if that exists) and returns the new path.
+fn move_aside(index: &Path) -> Result<PathBuf, OpenError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = index.file_name().unwrap_or_default().to_string_lossy();
+    let mut target = index.with_file_name(format!("{name}.damaged-{now}"));
+    let mut n = 1;
+    while target.exists() {
+        target = index.with_file_name(format!("{name}.damaged-{now}-{n}"));
+        n += 1;
+    }
+    fs::rename(index, &target).map_err(|source| OpenError::MoveAside {
+        path: index.to_owned(),
+        source,
+    })?;
+    Ok(target)
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
