@@ -12,12 +12,12 @@ use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::atomic;
-use crate::error::{RebuildError, WriteError};
+use crate::error::{ReadError, RebuildError, WriteError};
 use crate::ids::{FunctionId, OutcomeId};
 use crate::layout;
 use crate::model::{Function, Outcome};
@@ -218,6 +218,67 @@ impl Store {
         report.failures.sort_by(|a, b| a.path.cmp(&b.path));
         report.restored.sort();
         Ok(report)
+    }
+}
+
+// === impl Store: mirror catch-up ===
+
+impl Store {
+    /// Rewrites, from the index, every mirror file missing relative to it:
+    /// one `stat` per index row, and a read of the rows whose file is gone.
+    /// Returns how many were rewritten and the ones that could not be.
+    pub(crate) fn restore_mirror(&self) -> Result<(usize, Vec<(PathBuf, String)>), ReadError> {
+        let mut failures = Vec::new();
+        let missing = self.index.with(|db| -> Result<_, ReadError> {
+            let tx = db.begin_read()?;
+            let mut missing = Vec::new();
+            // Internal: a row that does not decode cannot be written back;
+            // it is reported and the walk goes on.
+            let mut restore = |path: PathBuf, bytes: Result<Vec<u8>, ReadError>| match bytes {
+                Ok(bytes) => missing.push((path, bytes)),
+                Err(e) => failures.push((path, e.to_string())),
+            };
+            for row in tx.open_table(FUNCTIONS)?.iter()? {
+                let (key, value) = row?;
+                let Ok(id) = key.value().parse::<FunctionId>() else {
+                    continue;
+                };
+                let path = layout::function_file(&self.data_dir, &id);
+                if is_missing(&path) {
+                    restore(
+                        path,
+                        decode::<Function>(key.value(), value.value()).map(|f| pretty(&f)),
+                    );
+                }
+            }
+            for row in tx.open_table(OUTCOMES)?.iter()? {
+                let (key, value) = row?;
+                let Some((function, outcome)) = key.value().split_once(':') else {
+                    continue;
+                };
+                let (Ok(function), Ok(outcome)) =
+                    (function.parse::<FunctionId>(), outcome.parse::<OutcomeId>())
+                else {
+                    continue;
+                };
+                let path = layout::outcome_file(&self.data_dir, &function, &outcome);
+                if is_missing(&path) {
+                    restore(
+                        path,
+                        decode::<Outcome>(key.value(), value.value()).map(|o| pretty(&o)),
+                    );
+                }
+            }
+            Ok(missing)
+        })?;
+        let mut restored = 0;
+        for (path, bytes) in missing {
+            match atomic::write_file(&path, &bytes) {
+                Ok(()) => restored += 1,
+                Err(e) => failures.push((path, e.to_string())),
+            }
+        }
+        Ok((restored, failures))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
@@ -16,7 +17,9 @@ use crate::layout;
 use crate::model::{Function, Outcome, Stats};
 use crate::rebuild::RebuildReport;
 use crate::schema;
-use crate::tables::{FUNCTIONS, OUTCOMES, STATS, outcome_key, outcome_range};
+use crate::tables::{
+    FUNCTIONS, META, MIRROR_DIRTY_KEY, OUTCOMES, STATS, outcome_key, outcome_range,
+};
 
 /// One change to the store.
 #[derive(Debug, Clone)]
@@ -63,6 +66,24 @@ pub struct StoredFunction {
 pub struct Store {
     pub(crate) index: Index,
     pub(crate) data_dir: PathBuf,
+    mirror_state: Mutex<MirrorState>,
+}
+
+/// How far the JSON mirror is behind the index.
+///
+/// Internal: the index keeps a `mirror_dirty` marker in META from the commit
+/// of a batch (same transaction, so it costs nothing) until every committed
+/// batch is mirrored; a crash in between leaves it set, and the next `open`
+/// rewrites the missing files from the index. Start-up walks the index only
+/// then, never on a clean start.
+#[derive(Default)]
+struct MirrorState {
+    /// The marker is set in the index.
+    marker: bool,
+    /// Batches committed but not mirrored yet.
+    unmirrored: usize,
+    /// A mirror write failed since the files last agreed with the index.
+    failed: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,10 +122,20 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        let marker = mirror_marker(&db);
         let store = Store {
             index: Index::new(index, db),
             data_dir,
+            mirror_state: Mutex::new(MirrorState {
+                marker,
+                ..MirrorState::default()
+            }),
         };
+        if marker {
+            store.catch_up_mirror(
+                "the JSON files had fallen behind the index (cacheow stopped before writing them)",
+            );
+        }
         if let Some(why) = rebuilt_because.filter(|_| has_mirror) {
             let report = store.rebuild_index(None)?;
             tracing::info!(
@@ -157,6 +188,7 @@ impl Store {
         let store = Store {
             index: Index::new(index, db),
             data_dir,
+            mirror_state: Mutex::default(),
         };
         let mut report = store.rebuild_index(None)?;
         report.moved_aside = moved_aside;
@@ -184,6 +216,8 @@ impl Store {
         let mut failures = self.commit_batch(writes);
         if failures.is_empty() {
             failures = self.mirror(writes);
+            self.mirrored(failures.is_empty());
+            self.mark_mirror_clean();
         }
         match failures.into_iter().next() {
             Some((_, e)) => Err(e),
@@ -225,7 +259,86 @@ impl Store {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), WriteError> {
-        self.index.with(|db| commit(db, writes))
+        let touches_mirror = writes.iter().any(|w| !matches!(w, Write::PutStats(..)));
+        let set_marker = {
+            let mut state = self.mirror_state();
+            // Internal: counted before the commit, so the mirror thread
+            // never clears the marker while this batch is on its way.
+            state.unmirrored += usize::from(touches_mirror);
+            touches_mirror && !state.marker
+        };
+        let result = self.index.with(|db| commit(db, writes, set_marker));
+        let mut state = self.mirror_state();
+        match result {
+            Ok(()) => state.marker |= set_marker,
+            Err(_) => state.unmirrored -= usize::from(touches_mirror),
+        }
+        result
+    }
+
+    fn mirror_state(&self) -> std::sync::MutexGuard<'_, MirrorState> {
+        self.mirror_state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that one committed batch was mirrored, `ok` or not. The first
+    /// success after a failure rewrites every file the failures left
+    /// missing, from the index.
+    pub(crate) fn mirrored(&self, ok: bool) {
+        let catch_up = {
+            let mut state = self.mirror_state();
+            state.unmirrored = state.unmirrored.saturating_sub(1);
+            state.failed |= !ok;
+            ok && state.failed
+        };
+        if catch_up {
+            self.catch_up_mirror("mirror writes had failed");
+        }
+    }
+
+    /// Rewrites the mirror files missing relative to the index; a full
+    /// success clears the failure (the marker is cleared once idle).
+    fn catch_up_mirror(&self, why: &str) {
+        match self.restore_mirror() {
+            Ok((restored, failures)) => {
+                if restored > 0 {
+                    tracing::info!(
+                        restored,
+                        "{why}; rewrote the missing JSON files from the index"
+                    );
+                }
+                for (path, reason) in &failures {
+                    tracing::warn!(path = %path.display(), reason = %reason, "cannot rewrite a missing JSON file from the index; rebuild-index retries it");
+                }
+                let mut state = self.mirror_state();
+                state.failed = !failures.is_empty();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{why}; reading the index to rewrite the missing JSON files failed");
+                self.mirror_state().failed = true;
+            }
+        }
+        self.mark_mirror_clean();
+    }
+
+    /// Clears the index's `mirror_dirty` marker when every committed batch
+    /// is mirrored without failure.
+    pub(crate) fn mark_mirror_clean(&self) {
+        let mut state = self.mirror_state();
+        if !state.marker || state.unmirrored > 0 || state.failed {
+            return;
+        }
+        let cleared = self.index.with(|db| -> Result<(), WriteError> {
+            let tx = db.begin_write()?;
+            tx.open_table(META)?.remove(MIRROR_DIRTY_KEY)?;
+            tx.commit()?;
+            Ok(())
+        });
+        match cleared {
+            Ok(()) => state.marker = false,
+            // Internal: harmless: the marker only makes the next start-up
+            // check the files.
+            Err(e) => tracing::debug!(error = %e, "clearing the mirror marker failed"),
+        }
     }
 
     /// Writes the JSON files of committed writes.
@@ -268,8 +381,11 @@ impl Store {
     }
 }
 
-fn commit(db: &Database, writes: &[Write]) -> Result<(), WriteError> {
+fn commit(db: &Database, writes: &[Write], set_marker: bool) -> Result<(), WriteError> {
     let tx = db.begin_write()?;
+    if set_marker {
+        tx.open_table(META)?.insert(MIRROR_DIRTY_KEY, "1")?;
+    }
     {
         let mut functions = tx.open_table(FUNCTIONS)?;
         let mut outcomes = tx.open_table(OUTCOMES)?;
@@ -379,6 +495,17 @@ fn open_index(index: &Path, data_dir: &Path) -> Result<Database, OpenError> {
         Ok(Err(e)) => Err(e),
         Ok(Ok(())) => Ok(db),
     }
+}
+
+/// True when the index says the mirror may lag it. An unreadable marker
+/// reads as set: the walk it causes is only slower, never wrong.
+fn mirror_marker(db: &Database) -> bool {
+    let read = || -> Result<bool, redb::Error> {
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(MIRROR_DIRTY_KEY)?.is_some())
+    };
+    index::guarded(read).map_or(true, |r| r.unwrap_or(true))
 }
 
 /// `Some(db)` when every page checks out and every row reads.

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::error::{RebuildError, WriteError};
 use crate::ids::FunctionId;
@@ -30,6 +31,11 @@ type FailureHook = Arc<dyn Fn(FunctionId, &WriteError) + Send + Sync>;
 /// Committed batches waiting for the mirror thread before the writer waits
 /// for it, so the mirror lags the index by a bounded amount.
 const MIRROR_QUEUE: usize = 4;
+
+/// How long the mirror thread waits, idle, before clearing the index's
+/// mirror marker. Internal: clearing is one more commit; waiting for a lull
+/// keeps it to one per burst instead of one per batch.
+const CLEAN_AFTER: Duration = Duration::from_millis(200);
 
 /// How the background writer is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,26 +246,52 @@ impl Episode {
     }
 }
 
+/// The mirror thread: writes the files of each committed batch, and clears
+/// the index's mirror marker once it has been idle for `CLEAN_AFTER`.
+fn mirror_files(store: &Store, rx: &mpsc::Receiver<MirrorCommand>, on_failure: &FailureHook) {
+    let mut episode = Episode::new("mirroring to the JSON files");
+    let mut mirrored_since_clean = false;
+    loop {
+        let command = if mirrored_since_clean {
+            match rx.recv_timeout(CLEAN_AFTER) {
+                Ok(command) => command,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    store.mark_mirror_clean();
+                    mirrored_since_clean = false;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
+        match command {
+            MirrorCommand::Files(writes) => {
+                let failures = store.mirror(&writes);
+                store.mirrored(failures.is_empty());
+                episode.record(failures.len(), &failures, on_failure);
+                mirrored_since_clean = true;
+            }
+            MirrorCommand::Flush(done) => {
+                store.mark_mirror_clean();
+                mirrored_since_clean = false;
+                let _ = done.send(());
+            }
+        }
+    }
+    store.mark_mirror_clean();
+}
+
 fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook) {
     let (mirror_tx, mirror_rx) = mpsc::sync_channel::<MirrorCommand>(MIRROR_QUEUE);
     let mirror = {
         let (store, on_failure) = (store.clone(), on_failure.clone());
         std::thread::Builder::new()
             .name("cacheow-mirror".into())
-            .spawn(move || {
-                let mut episode = Episode::new("mirroring to the JSON files");
-                for command in mirror_rx {
-                    match command {
-                        MirrorCommand::Files(writes) => {
-                            let failures = store.mirror(&writes);
-                            episode.record(failures.len(), &failures, &on_failure);
-                        }
-                        MirrorCommand::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
+            .spawn(move || mirror_files(&store, &mirror_rx, &on_failure))
             .expect("spawning the mirror thread")
     };
     let flush_mirror = || {
