@@ -1,6 +1,17 @@
 //! Errors, typed per operation. Messages say what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What to do with a damaged index; every `Damaged` error says it.
+fn damaged_advice(index: &Path) -> String {
+    let data_dir = index.parent().unwrap_or(Path::new("."));
+    format!(
+        "move it away (mv {} {}.damaged) and cacheow rebuilds it from the JSON files, or run `cacheow rebuild-index --data-dir {}`",
+        index.display(),
+        index.display(),
+        data_dir.display()
+    )
+}
 
 /// Opening a data dir failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +66,23 @@ pub enum OpenError {
         /// The cause.
         source: Box<redb::Error>,
     },
+    /// The index file is damaged (empty, not a redb file, or corrupt pages)
+    /// and there is no JSON mirror to rebuild it from here.
+    #[error("the index `{}` is damaged ({reason}); {}", path.display(), damaged_advice(path))]
+    Damaged {
+        /// The redb file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A damaged index could not be moved aside.
+    #[error("cannot move the damaged index `{}` aside: {source}; move it away by hand", path.display())]
+    MoveAside {
+        /// The redb file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Rebuilding a missing index from the mirror failed.
     #[error("rebuilding the index from the JSON files failed: {0}")]
     Rebuild(#[from] RebuildError),
@@ -64,6 +92,11 @@ impl OpenError {
     /// True when another process owns the data dir.
     pub fn is_locked(&self) -> bool {
         matches!(self, OpenError::Locked { .. })
+    }
+
+    /// True when the index file is damaged.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, OpenError::Damaged { .. })
     }
 }
 
@@ -91,6 +124,23 @@ pub enum WriteError {
     /// The background writer has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
+    /// The index failed earlier (disk full, read-only) and could not be
+    /// reopened yet; cacheow retries every second.
+    #[error(
+        "the index is unavailable ({reason}); cacheow retries every second: free disk space or make the data dir writable"
+    )]
+    Unavailable {
+        /// The last error.
+        reason: String,
+    },
+    /// The index file is damaged.
+    #[error("the index `{}` is damaged ({reason}); {}", path.display(), damaged_advice(path))]
+    Damaged {
+        /// The redb file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl<E: Into<redb::Error>> From<E> for WriteError {
@@ -115,6 +165,22 @@ pub enum ReadError {
         key: String,
         /// The cause.
         source: serde_json::Error,
+    },
+    /// The index failed earlier and could not be reopened yet.
+    #[error(
+        "the index is unavailable ({reason}); cacheow retries every second: free disk space or make the data dir writable"
+    )]
+    Unavailable {
+        /// The last error.
+        reason: String,
+    },
+    /// The index file is damaged.
+    #[error("the index `{}` is damaged ({reason}); {}", path.display(), damaged_advice(path))]
+    Damaged {
+        /// The redb file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
 }
 

@@ -1,7 +1,8 @@
 //! `cacheow-storage` owns cacheow's data model (functions, outcomes, modes,
 //! mock entries, stats) and its bytes on disk: the redb index, the JSON mirror
 //! under `functions/<id>/`, the schema version and the batching background
-//! writer. It knows nothing of HTTP, hyper, tokio or the panel.
+//! writer. It knows nothing of HTTP, hyper or the panel, and of tokio only
+//! enough to not stall a runtime worker when the writer's queue is full.
 //!
 //! ```
 //! use cacheow_storage::{Function, FunctionKind, Store, Write};
@@ -17,8 +18,10 @@
 mod atomic;
 mod error;
 mod ids;
+mod index;
 mod layout;
 mod model;
+mod rebuild;
 mod schema;
 mod store;
 mod tables;
@@ -31,6 +34,7 @@ pub use ids::{CallKey, FunctionId, IdError, OutcomeId};
 pub use model::{
     Function, FunctionKind, MockEntry, Mode, Outcome, OutcomeType, ParseModeError, Stats, Timestamp,
 };
+pub use rebuild::{RebuildFailure, RebuildReport};
 pub use schema::SCHEMA_VERSION;
-pub use store::{RebuildFailure, RebuildReport, Store, StoredFunction, Write};
-pub use writer::{Ack, Writer};
+pub use store::{Store, StoredFunction, Write};
+pub use writer::{Ack, Writer, WriterOptions};

@@ -1,20 +1,25 @@
 //! `Store`: the redb index and the JSON mirror behind a few verbs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::atomic;
-use crate::error::{OpenError, ReadError, RebuildError, WriteError};
+use crate::error::{OpenError, ReadError, WriteError};
 use crate::ids::{FunctionId, OutcomeId};
+use crate::index::{self, Index};
 use crate::layout;
 use crate::model::{Function, Outcome, Stats};
+use crate::rebuild::RebuildReport;
 use crate::schema;
-use crate::tables::{FUNCTIONS, OUTCOMES, STATS, outcome_key, outcome_range};
+use crate::tables::{
+    FUNCTIONS, META, MIRROR_DIRTY_KEY, OUTCOMES, STATS, outcome_key, outcome_range,
+};
 
 /// One change to the store.
 #[derive(Debug, Clone)]
@@ -57,30 +62,28 @@ pub struct StoredFunction {
     pub stats: Stats,
 }
 
-/// A mirror file that rebuild-index could not read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RebuildFailure {
-    /// The file.
-    pub path: PathBuf,
-    /// Why it was skipped.
-    pub reason: String,
-}
-
-/// What rebuild-index did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RebuildReport {
-    /// Functions re-read.
-    pub functions: usize,
-    /// Outcomes indexed.
-    pub indexed: usize,
-    /// Files skipped, each with its reason; the rest were indexed.
-    pub failures: Vec<RebuildFailure>,
-}
-
 /// An open data dir. Only one process (and one `Store`) may hold it.
 pub struct Store {
-    db: Database,
-    data_dir: PathBuf,
+    pub(crate) index: Index,
+    pub(crate) data_dir: PathBuf,
+    mirror_state: Mutex<MirrorState>,
+}
+
+/// How far the JSON mirror is behind the index.
+///
+/// Internal: the index keeps a `mirror_dirty` marker in META from the commit
+/// of a batch (same transaction, so it costs nothing) until every committed
+/// batch is mirrored; a crash in between leaves it set, and the next `open`
+/// rewrites the missing files from the index. Start-up walks the index only
+/// then, never on a clean start.
+#[derive(Default)]
+struct MirrorState {
+    /// The marker is set in the index.
+    marker: bool,
+    /// Batches committed but not mirrored yet.
+    unmirrored: usize,
+    /// A mirror write failed since the files last agreed with the index.
+    failed: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,43 +98,101 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the data dir. A missing index next to an existing
-    /// JSON mirror is rebuilt from the mirror.
+    /// JSON mirror is rebuilt from the mirror. So is a damaged one (empty,
+    /// not a redb file, corrupt pages met at open), after it is moved aside
+    /// to `cacheow.redb.damaged-<unix time>`; with no mirror to rebuild from,
+    /// a damaged index is refused with `OpenError::Damaged` rather than
+    /// replaced by an empty store that would then overwrite the files.
     pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
-        fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        let data_dir = data_dir
-            .canonicalize()
-            .map_err(|source| OpenError::CreateDir {
-                path: data_dir.to_owned(),
-                source,
-            })?;
+        let data_dir = prepare_data_dir(data_dir)?;
         let index = layout::index_file(&data_dir);
-        let fresh = !index.exists();
-        let db = Database::create(&index).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
-                data_dir: data_dir.clone(),
-            },
-            other => OpenError::Database {
-                path: index.clone(),
-                source: Box::new(other.into()),
-            },
-        })?;
-        schema::check_or_init(&db, &data_dir)?;
-        let store = Store { db, data_dir };
-        if fresh && layout::functions_dir(&store.data_dir).is_dir() {
+        let has_mirror = layout::functions_dir(&data_dir).is_dir();
+        let missing = !index.exists();
+        let (db, rebuilt_because) = match open_index(&index, &data_dir) {
+            Ok(db) => (db, missing.then_some("index was missing")),
+            Err(OpenError::Damaged { path, reason }) if has_mirror => {
+                let moved = move_aside(&index)?;
+                tracing::warn!(
+                    index = %path.display(),
+                    moved_to = %moved.display(),
+                    reason = %reason,
+                    "the index is damaged; moved it aside, rebuilding it from the JSON files"
+                );
+                (open_index(&index, &data_dir)?, Some("index was damaged"))
+            }
+            Err(e) => return Err(e),
+        };
+        let marker = mirror_marker(&db);
+        let store = Store {
+            index: Index::new(index, db),
+            data_dir,
+            mirror_state: Mutex::new(MirrorState {
+                marker,
+                ..MirrorState::default()
+            }),
+        };
+        if marker {
+            store.catch_up_mirror(
+                "the JSON files had fallen behind the index (cacheow stopped before writing them)",
+            );
+        }
+        if let Some(why) = rebuilt_because.filter(|_| has_mirror) {
             let report = store.rebuild_index(None)?;
             tracing::info!(
                 indexed = report.indexed,
                 failures = report.failures.len(),
-                "index was missing; rebuilt it from the JSON files"
+                "{why}; rebuilt it from the JSON files"
             );
             for failure in &report.failures {
                 tracing::warn!(path = %failure.path.display(), reason = %failure.reason, "skipped unreadable file");
             }
         }
         Ok(store)
+    }
+
+    /// rebuild-index for a store that may not open: when the index is
+    /// damaged anywhere (open, an integrity check of every page, reading
+    /// every row), it is moved aside (`RebuildReport::moved_aside`) and a
+    /// fresh one is built from the JSON files. A healthy index gets the
+    /// ordinary [`Store::rebuild_index`], which keeps its stats and the
+    /// records whose files are missing. Run it with cacheow stopped: it takes
+    /// the data dir's lock like `open`.
+    pub fn rebuild_offline(data_dir: &Path) -> Result<RebuildReport, OpenError> {
+        let data_dir = prepare_data_dir(data_dir)?;
+        let index = layout::index_file(&data_dir);
+        let healthy = if index.exists() {
+            match open_index(&index, &data_dir) {
+                Ok(db) => verify(db),
+                Err(OpenError::Damaged { .. } | OpenError::BadSchema { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let mut moved_aside = None;
+        let db = match healthy {
+            Some(db) => db,
+            None => {
+                if index.exists() {
+                    let moved = move_aside(&index)?;
+                    tracing::warn!(
+                        index = %index.display(),
+                        moved_to = %moved.display(),
+                        "the index is damaged; moved it aside, rebuilding it from the JSON files"
+                    );
+                    moved_aside = Some(moved);
+                }
+                open_index(&index, &data_dir)?
+            }
+        };
+        let store = Store {
+            index: Index::new(index, db),
+            data_dir,
+            mirror_state: Mutex::default(),
+        };
+        let mut report = store.rebuild_index(None)?;
+        report.moved_aside = moved_aside;
+        Ok(report)
     }
 
     /// The data dir, canonicalised.
@@ -141,32 +202,13 @@ impl Store {
 
     /// Reads every function with its outcomes and stats.
     pub fn load(&self) -> Result<Vec<StoredFunction>, ReadError> {
-        let read = self.db.begin_read()?;
-        let functions = read.open_table(FUNCTIONS)?;
-        let outcomes = read.open_table(OUTCOMES)?;
-        let stats = read.open_table(STATS)?;
-        let mut out = Vec::new();
-        for row in functions.iter()? {
-            let (key, value) = row?;
-            let function: Function = decode(key.value(), value.value())?;
-            let id = key.value().to_owned();
-            let (start, end) = outcome_range(&id);
-            let mut list = Vec::new();
-            for row in outcomes.range(start.as_str()..end.as_str())? {
-                let (key, value) = row?;
-                list.push(decode(key.value(), value.value())?);
-            }
-            let stats = match stats.get(id.as_str())? {
-                Some(v) => decode(&id, v.value())?,
-                None => Stats::default(),
-            };
-            out.push(StoredFunction {
-                function,
-                outcomes: list,
-                stats,
-            });
-        }
-        Ok(out)
+        self.index.with(load).map_err(|e| match e {
+            ReadError::Database(e) if index::is_damage(&e) => ReadError::Damaged {
+                path: layout::index_file(&self.data_dir),
+                reason: e.to_string(),
+            },
+            e => e,
+        })
     }
 
     /// Applies writes in one index transaction, then mirrors them to files.
@@ -174,6 +216,8 @@ impl Store {
         let mut failures = self.commit_batch(writes);
         if failures.is_empty() {
             failures = self.mirror(writes);
+            self.mirrored(failures.is_empty());
+            self.mark_mirror_clean();
         }
         match failures.into_iter().next() {
             Some((_, e)) => Err(e),
@@ -215,32 +259,86 @@ impl Store {
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), WriteError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut functions = tx.open_table(FUNCTIONS)?;
-            let mut outcomes = tx.open_table(OUTCOMES)?;
-            let mut stats = tx.open_table(STATS)?;
-            for write in writes {
-                match write {
-                    Write::PutFunction(f) => {
-                        functions.insert(f.id.to_string().as_str(), encode(f).as_slice())?;
-                    }
-                    Write::PutOutcome(o) => {
-                        let key = outcome_key(&o.function_id.to_string(), &o.id.to_string());
-                        outcomes.insert(key.as_str(), encode(o).as_slice())?;
-                    }
-                    Write::DeleteOutcome { function, outcome } => {
-                        let key = outcome_key(&function.to_string(), &outcome.to_string());
-                        outcomes.remove(key.as_str())?;
-                    }
-                    Write::PutStats(id, s) => {
-                        stats.insert(id.to_string().as_str(), encode(s).as_slice())?;
-                    }
+        let touches_mirror = writes.iter().any(|w| !matches!(w, Write::PutStats(..)));
+        let set_marker = {
+            let mut state = self.mirror_state();
+            // Internal: counted before the commit, so the mirror thread
+            // never clears the marker while this batch is on its way.
+            state.unmirrored += usize::from(touches_mirror);
+            touches_mirror && !state.marker
+        };
+        let result = self.index.with(|db| commit(db, writes, set_marker));
+        let mut state = self.mirror_state();
+        match result {
+            Ok(()) => state.marker |= set_marker,
+            Err(_) => state.unmirrored -= usize::from(touches_mirror),
+        }
+        result
+    }
+
+    fn mirror_state(&self) -> std::sync::MutexGuard<'_, MirrorState> {
+        self.mirror_state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that one committed batch was mirrored, `ok` or not. The first
+    /// success after a failure rewrites every file the failures left
+    /// missing, from the index.
+    pub(crate) fn mirrored(&self, ok: bool) {
+        let catch_up = {
+            let mut state = self.mirror_state();
+            state.unmirrored = state.unmirrored.saturating_sub(1);
+            state.failed |= !ok;
+            ok && state.failed
+        };
+        if catch_up {
+            self.catch_up_mirror("mirror writes had failed");
+        }
+    }
+
+    /// Rewrites the mirror files missing relative to the index; a full
+    /// success clears the failure (the marker is cleared once idle).
+    fn catch_up_mirror(&self, why: &str) {
+        match self.restore_mirror() {
+            Ok((restored, failures)) => {
+                if restored > 0 {
+                    tracing::info!(
+                        restored,
+                        "{why}; rewrote the missing JSON files from the index"
+                    );
                 }
+                for (path, reason) in &failures {
+                    tracing::warn!(path = %path.display(), reason = %reason, "cannot rewrite a missing JSON file from the index; rebuild-index retries it");
+                }
+                let mut state = self.mirror_state();
+                state.failed = !failures.is_empty();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{why}; reading the index to rewrite the missing JSON files failed");
+                self.mirror_state().failed = true;
             }
         }
-        tx.commit()?;
-        Ok(())
+        self.mark_mirror_clean();
+    }
+
+    /// Clears the index's `mirror_dirty` marker when every committed batch
+    /// is mirrored without failure.
+    pub(crate) fn mark_mirror_clean(&self) {
+        let mut state = self.mirror_state();
+        if !state.marker || state.unmirrored > 0 || state.failed {
+            return;
+        }
+        let cleared = self.index.with(|db| -> Result<(), WriteError> {
+            let tx = db.begin_write()?;
+            tx.open_table(META)?.remove(MIRROR_DIRTY_KEY)?;
+            tx.commit()?;
+            Ok(())
+        });
+        match cleared {
+            Ok(()) => state.marker = false,
+            // Internal: harmless: the marker only makes the next start-up
+            // check the files.
+            Err(e) => tracing::debug!(error = %e, "clearing the mirror marker failed"),
+        }
     }
 
     /// Writes the JSON files of committed writes.
@@ -281,194 +379,182 @@ impl Store {
         }
         failures
     }
-
-    /// Re-reads the JSON mirror into the index: every function, or just one.
-    /// Unreadable files are reported with their reason and skipped; whatever
-    /// the index held for a skipped `function.json` is kept.
-    pub fn rebuild_index(&self, only: Option<FunctionId>) -> Result<RebuildReport, RebuildError> {
-        let root = layout::functions_dir(&self.data_dir);
-        let mut report = RebuildReport::default();
-        let dirs: Vec<PathBuf> = match only {
-            Some(id) => vec![layout::function_dir(&self.data_dir, &id)],
-            None if !root.exists() => Vec::new(),
-            None => {
-                let mut dirs = Vec::new();
-                let entries = fs::read_dir(&root).map_err(|source| RebuildError::List {
-                    path: root.clone(),
-                    source,
-                })?;
-                for entry in entries.flatten() {
-                    if entry.path().is_dir() {
-                        dirs.push(entry.path());
-                    }
-                }
-                dirs.sort();
-                dirs
-            }
-        };
-
-        let mut found: HashMap<FunctionId, (Function, Vec<Outcome>)> = HashMap::new();
-        let mut unreadable: HashSet<String> = HashSet::new();
-        for dir in dirs {
-            let Some((function, outcomes)) = read_function_dir(&dir, &mut report.failures)? else {
-                unreadable.extend(dir.file_name().map(|n| n.to_string_lossy().into_owned()));
-                continue;
-            };
-            report.indexed += outcomes.len();
-            found.insert(function.id, (function, outcomes));
-        }
-        report.functions = found.len();
-
-        let tx = self.db.begin_write().map_err(WriteError::from)?;
-        {
-            let mut functions = tx.open_table(FUNCTIONS).map_err(WriteError::from)?;
-            let mut outcomes = tx.open_table(OUTCOMES).map_err(WriteError::from)?;
-            if only.is_none() {
-                let stale: Vec<String> = functions
-                    .iter()
-                    .map_err(WriteError::from)?
-                    .filter_map(|row| row.ok().map(|(k, _)| k.value().to_owned()))
-                    .filter(|k| !unreadable.contains(k))
-                    .filter(|k| k.parse().map(|id| !found.contains_key(&id)).unwrap_or(true))
-                    .collect();
-                for key in stale {
-                    functions.remove(key.as_str()).map_err(WriteError::from)?;
-                    remove_outcome_range(&mut outcomes, &key)?;
-                }
-            }
-            for (id, (function, list)) in &found {
-                let key = id.to_string();
-                functions
-                    .insert(key.as_str(), encode(function).as_slice())
-                    .map_err(WriteError::from)?;
-                remove_outcome_range(&mut outcomes, &key)?;
-                for outcome in list {
-                    outcomes
-                        .insert(
-                            outcome_key(&key, &outcome.id.to_string()).as_str(),
-                            encode(outcome).as_slice(),
-                        )
-                        .map_err(WriteError::from)?;
-                }
-            }
-        }
-        tx.commit().map_err(WriteError::from)?;
-        Ok(report)
-    }
 }
 
-fn remove_outcome_range(
-    outcomes: &mut redb::Table<'_, &str, &[u8]>,
-    function: &str,
-) -> Result<(), WriteError> {
-    let (start, end) = outcome_range(function);
-    let keys: Vec<String> = outcomes
-        .range(start.as_str()..end.as_str())?
-        .filter_map(|row| row.ok().map(|(k, _)| k.value().to_owned()))
-        .collect();
-    for key in keys {
-        outcomes.remove(key.as_str())?;
+fn commit(db: &Database, writes: &[Write], set_marker: bool) -> Result<(), WriteError> {
+    let tx = db.begin_write()?;
+    if set_marker {
+        tx.open_table(META)?.insert(MIRROR_DIRTY_KEY, "1")?;
     }
+    {
+        let mut functions = tx.open_table(FUNCTIONS)?;
+        let mut outcomes = tx.open_table(OUTCOMES)?;
+        let mut stats = tx.open_table(STATS)?;
+        for write in writes {
+            match write {
+                Write::PutFunction(f) => {
+                    functions.insert(f.id.to_string().as_str(), encode(f).as_slice())?;
+                }
+                Write::PutOutcome(o) => {
+                    let key = outcome_key(&o.function_id.to_string(), &o.id.to_string());
+                    outcomes.insert(key.as_str(), encode(o).as_slice())?;
+                }
+                Write::DeleteOutcome { function, outcome } => {
+                    let key = outcome_key(&function.to_string(), &outcome.to_string());
+                    outcomes.remove(key.as_str())?;
+                }
+                Write::PutStats(id, s) => {
+                    stats.insert(id.to_string().as_str(), encode(s).as_slice())?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
     Ok(())
 }
 
-/// Reads one `functions/<id>/` dir. `None` when its `function.json` is
-/// unreadable (reported in `failures`).
-fn read_function_dir(
-    dir: &Path,
-    failures: &mut Vec<RebuildFailure>,
-) -> Result<Option<(Function, Vec<Outcome>)>, RebuildError> {
-    let dir_name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let function_path = layout::function_file_in(dir);
-    let function: Function = match read_record(&function_path) {
-        Ok(f) => f,
-        Err(reason) => {
-            failures.push(RebuildFailure {
-                path: function_path,
-                reason,
-            });
-            return Ok(None);
+fn load(db: &Database) -> Result<Vec<StoredFunction>, ReadError> {
+    let read = db.begin_read()?;
+    let functions = read.open_table(FUNCTIONS)?;
+    let outcomes = read.open_table(OUTCOMES)?;
+    let stats = read.open_table(STATS)?;
+    let mut out = Vec::new();
+    for row in functions.iter()? {
+        let (key, value) = row?;
+        let function: Function = decode(key.value(), value.value())?;
+        let id = key.value().to_owned();
+        let (start, end) = outcome_range(&id);
+        let mut list = Vec::new();
+        for row in outcomes.range(start.as_str()..end.as_str())? {
+            let (key, value) = row?;
+            list.push(decode(key.value(), value.value())?);
         }
-    };
-    if function.id.to_string() != dir_name {
-        failures.push(RebuildFailure {
-            path: function_path,
-            reason: format!(
-                "its id {} does not match its directory `{dir_name}`",
-                function.id
-            ),
+        let stats = match stats.get(id.as_str())? {
+            Some(v) => decode(&id, v.value())?,
+            None => Stats::default(),
+        };
+        out.push(StoredFunction {
+            function,
+            outcomes: list,
+            stats,
         });
-        return Ok(None);
     }
-    let outcomes_dir = layout::outcomes_dir(dir);
-    let mut outcomes = Vec::new();
-    if outcomes_dir.exists() {
-        let entries = fs::read_dir(&outcomes_dir).map_err(|source| RebuildError::List {
-            path: outcomes_dir.clone(),
+    Ok(out)
+}
+
+fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, OpenError> {
+    fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    data_dir
+        .canonicalize()
+        .map_err(|source| OpenError::CreateDir {
+            path: data_dir.to_owned(),
             source,
-        })?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        for path in paths {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            match read_record::<Outcome>(&path) {
-                Ok(o) if o.id.to_string() != stem => failures.push(RebuildFailure {
-                    path,
-                    reason: format!("its id {} does not match its file name", o.id),
-                }),
-                Ok(o) if o.function_id != function.id => failures.push(RebuildFailure {
-                    path,
-                    reason: format!(
-                        "its function_id {} does not match the function {}",
-                        o.function_id, function.id
-                    ),
-                }),
-                Ok(o) => outcomes.push(o),
-                Err(reason) => failures.push(RebuildFailure { path, reason }),
-            }
-        }
+        })
+}
+
+/// Opens the index and checks its schema, telling damage (`Damaged`) from
+/// the other failures.
+fn open_index(index: &Path, data_dir: &Path) -> Result<Database, OpenError> {
+    let damaged = |reason: String| OpenError::Damaged {
+        path: index.to_owned(),
+        reason,
+    };
+    // Internal: redb initialises an empty file as a new database; an empty
+    // index next to a mirror is a crash or a truncation, never a new store.
+    if fs::metadata(index).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        return Err(damaged("the file is empty".into()));
     }
-    Ok(Some((function, outcomes)))
+    let db = match index::guarded(|| Database::create(index)) {
+        Err(panic) => return Err(damaged(panic)),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            return Err(OpenError::Locked {
+                data_dir: data_dir.to_owned(),
+            });
+        }
+        Ok(Err(e)) => {
+            let e = redb::Error::from(e);
+            return Err(if index::is_damage(&e) {
+                damaged(e.to_string())
+            } else {
+                OpenError::Database {
+                    path: index.to_owned(),
+                    source: Box::new(e),
+                }
+            });
+        }
+        Ok(Ok(db)) => db,
+    };
+    match index::guarded(|| schema::check_or_init(&db, data_dir)) {
+        Err(panic) => Err(damaged(panic)),
+        Ok(Err(OpenError::Database { source, .. })) if index::is_damage(&source) => {
+            Err(damaged(source.to_string()))
+        }
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(db),
+    }
 }
 
-/// Reads a mirror file: JSON, current schema version, then the model type.
-fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
-    schema::check_file_version(&value)?;
-    serde_json::from_value(schema::unstamp(value)).map_err(|e| format!("invalid record: {e}"))
+/// True when the index says the mirror may lag it. An unreadable marker
+/// reads as set: the walk it causes is only slower, never wrong.
+fn mirror_marker(db: &Database) -> bool {
+    let read = || -> Result<bool, redb::Error> {
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(MIRROR_DIRTY_KEY)?.is_some())
+    };
+    index::guarded(read).map_or(true, |r| r.unwrap_or(true))
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// `Some(db)` when every page checks out and every row reads.
+fn verify(mut db: Database) -> Option<Database> {
+    let checked = index::guarded(|| db.check_integrity());
+    if !matches!(checked, Ok(Ok(_))) {
+        return None;
+    }
+    match index::guarded(|| load(&db)) {
+        Ok(Ok(_)) => Some(db),
+        _ => None,
+    }
+}
+
+/// Renames a damaged index to `cacheow.redb.damaged-<unix time>` (with a
+/// counter if that exists) and returns the new path.
+fn move_aside(index: &Path) -> Result<PathBuf, OpenError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = index.file_name().unwrap_or_default().to_string_lossy();
+    let mut target = index.with_file_name(format!("{name}.damaged-{now}"));
+    let mut n = 1;
+    while target.exists() {
+        target = index.with_file_name(format!("{name}.damaged-{now}-{n}"));
+        n += 1;
+    }
+    fs::rename(index, &target).map_err(|source| OpenError::MoveAside {
+        path: index.to_owned(),
+        source,
+    })?;
+    Ok(target)
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Internal: the model types hold only strings, numbers and JSON values,
     // so serialising them cannot fail.
     serde_json::to_vec(value).expect("model types always serialise")
 }
 
-fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let stamped = schema::stamp(serde_json::to_value(value).expect("model types always serialise"));
     let mut bytes = serde_json::to_vec_pretty(&stamped).expect("JSON values always serialise");
     bytes.push(b'\n');
     bytes
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ReadError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ReadError> {
     serde_json::from_slice(bytes).map_err(|source| ReadError::Corrupt {
         key: key.to_owned(),
         source,

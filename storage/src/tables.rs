@@ -2,8 +2,11 @@
 
 use redb::TableDefinition;
 
-/// `"schema_version"` → decimal string.
+/// `"schema_version"` → decimal string; `"mirror_dirty"` → `"1"` while
+/// committed writes may be missing from the JSON files.
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Set in the transaction of each batch, cleared once it is mirrored.
+pub(crate) const MIRROR_DIRTY_KEY: &str = "mirror_dirty";
 /// function id (hex) → `Function` as JSON.
 pub(crate) const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
 /// `"<function id>:<outcome id>"` → `Outcome` as JSON.

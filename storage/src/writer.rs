@@ -3,19 +3,24 @@
 //! files, both off the request path.
 //!
 //! Loss window: a write is durable once the batch holding it commits. A batch
-//! is everything queued while the previous one was committing; the mirror's
-//! file I/O runs on its own thread so it never delays the next commit. After a
-//! hard kill, the writes still queued are lost (see the README for measured
-//! figures). Callers that cannot accept that wait for the write's `Ack`
+//! is everything queued while the previous one was committing (at most
+//! `Writer::MAX_BATCH`); the mirror's file I/O runs on its own thread so it
+//! never delays the next commit. Both queues are bounded: a full write queue
+//! blocks `submit` (back-pressure, never a drop), and a full mirror queue
+//! makes the writer wait for the mirror. So after a hard kill at most
+//! `Writer::loss_window` writes are lost: the queued ones and the batch being
+//! committed. Callers that cannot accept that wait for the write's `Ack`
 //! (durable mode), which fires once the write is committed to the index.
 
 use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::error::{RebuildError, WriteError};
 use crate::ids::FunctionId;
-use crate::store::{RebuildReport, Store, Write};
+use crate::rebuild::RebuildReport;
+use crate::store::{Store, Write};
 
 /// Called once a write is committed to the index, or has failed.
 pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
@@ -23,8 +28,28 @@ pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 type RebuildAck = Box<dyn FnOnce(Result<RebuildReport, RebuildError>) + Send>;
 type FailureHook = Arc<dyn Fn(FunctionId, &WriteError) + Send + Sync>;
 
-/// Upper bound on writes per transaction, so one commit stays short.
-const MAX_BATCH: usize = 1024;
+/// Committed batches waiting for the mirror thread before the writer waits
+/// for it, so the mirror lags the index by a bounded amount.
+const MIRROR_QUEUE: usize = 4;
+
+/// How long the mirror thread waits, idle, before clearing the index's
+/// mirror marker. Internal: clearing is one more commit; waiting for a lull
+/// keeps it to one per burst instead of one per batch.
+const CLEAN_AFTER: Duration = Duration::from_millis(200);
+
+/// How the background writer is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Writes that may wait for the writer thread; `submit` blocks its caller
+    /// while this many are queued. At least 1.
+    pub queue: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { queue: 256 }
+    }
+}
 
 enum Command {
     // Internal: boxed so the small commands do not pay for the largest.
@@ -41,8 +66,9 @@ enum MirrorCommand {
 /// Handle to the background writer. Dropping it drains the queue and joins
 /// the threads.
 pub struct Writer {
-    tx: Option<mpsc::Sender<Command>>,
+    tx: Option<mpsc::SyncSender<Command>>,
     thread: Option<JoinHandle<()>>,
+    queue: usize,
 }
 
 impl std::fmt::Debug for Writer {
@@ -54,13 +80,27 @@ impl std::fmt::Debug for Writer {
 // === impl Writer ===
 
 impl Writer {
-    /// Starts the writer threads. `on_failure` is called (on one of them) for
-    /// every write that could not be persisted, with the function it was for.
+    /// Upper bound on writes per transaction, so one commit stays short.
+    pub const MAX_BATCH: usize = 256;
+
+    /// Starts the writer threads with the default options. `on_failure` is
+    /// called (on one of them) for every write that could not be persisted,
+    /// with the function it was for.
     pub fn spawn(
         store: Arc<Store>,
         on_failure: impl Fn(FunctionId, &WriteError) + Send + Sync + 'static,
     ) -> Writer {
-        let (tx, rx) = mpsc::channel();
+        Writer::spawn_with(store, WriterOptions::default(), on_failure)
+    }
+
+    /// Starts the writer threads sized by `options`; see [`Writer::spawn`].
+    pub fn spawn_with(
+        store: Arc<Store>,
+        options: WriterOptions,
+        on_failure: impl Fn(FunctionId, &WriteError) + Send + Sync + 'static,
+    ) -> Writer {
+        let queue = options.queue.max(1);
+        let (tx, rx) = mpsc::sync_channel(queue);
         let on_failure: FailureHook = Arc::new(on_failure);
         let thread = std::thread::Builder::new()
             .name("cacheow-writer".into())
@@ -69,15 +109,24 @@ impl Writer {
         Writer {
             tx: Some(tx),
             thread: Some(thread),
+            queue,
         }
     }
 
-    /// Queues a write; failures go to the `on_failure` hook.
+    /// How many submitted writes a hard kill can lose at most: the queued
+    /// ones and the batch being committed. Writes whose `Ack` fired are safe.
+    pub fn loss_window(&self) -> usize {
+        self.queue + Writer::MAX_BATCH
+    }
+
+    /// Queues a write; failures go to the `on_failure` hook. Blocks while
+    /// the queue is full.
     pub fn submit(&self, write: Write) {
         self.send(Command::Write(Box::new(write), None));
     }
 
     /// Queues a write and calls `ack` once it is committed (or failed).
+    /// Blocks while the queue is full.
     pub fn submit_with_ack(&self, write: Write, ack: Ack) {
         if let Some(Command::Write(_, Some(ack))) =
             self.send(Command::Write(Box::new(write), Some(ack)))
@@ -103,16 +152,37 @@ impl Writer {
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         if self.send(Command::Flush(done_tx)).is_none() {
-            let _ = done_rx.recv();
+            let _ = blocking(|| done_rx.recv());
         }
     }
 
-    /// Sends a command; gives it back if the thread is gone.
+    /// Sends a command, waiting for room in the queue; gives it back if the
+    /// thread is gone.
     fn send(&self, command: Command) -> Option<Command> {
-        match &self.tx {
-            Some(tx) => tx.send(command).err().map(|e| e.0),
-            None => Some(command),
+        let Some(tx) = &self.tx else {
+            return Some(command);
+        };
+        match tx.try_send(command) {
+            Ok(()) => None,
+            Err(TrySendError::Disconnected(command)) => Some(command),
+            Err(TrySendError::Full(command)) => blocking(|| tx.send(command).err().map(|e| e.0)),
         }
+    }
+}
+
+/// Runs `wait`, which blocks the thread. Internal: callers may be tokio
+/// worker threads (the engine submits from request handlers); on a
+/// multi-thread runtime `block_in_place` hands the worker's other tasks to
+/// another thread first, so a full queue slows the recording request alone.
+/// A current-thread runtime has no other thread to hand them to, so there
+/// the wait blocks the runtime as a std call would.
+fn blocking<R>(wait: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }
 
@@ -127,29 +197,101 @@ impl Drop for Writer {
     }
 }
 
-fn report(failures: &[(FunctionId, WriteError)], on_failure: &FailureHook) {
-    for (function, error) in failures {
-        tracing::error!(function = %function, error = %error, "persisting failed; the response was still served");
-        on_failure(*function, error);
+/// One thread's run of failures, logged once: an ERROR with the reason at
+/// the first failure, an INFO with the count at the first success after it.
+/// Internal: a full disk fails every batch; one line per batch would fill
+/// the log (and often the same disk) while telling nothing new.
+struct Episode {
+    what: &'static str,
+    failed: usize,
+}
+
+impl Episode {
+    fn new(what: &'static str) -> Episode {
+        Episode { what, failed: 0 }
+    }
+
+    /// Records the outcome of `writes` writes; `on_failure` still hears of
+    /// every failed one, by function.
+    fn record(
+        &mut self,
+        writes: usize,
+        failures: &[(FunctionId, WriteError)],
+        on_failure: &FailureHook,
+    ) {
+        let Some((function, error)) = failures.first() else {
+            if self.failed > 0 {
+                tracing::info!(
+                    failed_writes = self.failed,
+                    "{} resumed after {} failed writes",
+                    self.what,
+                    self.failed
+                );
+                self.failed = 0;
+            }
+            return;
+        };
+        if self.failed == 0 {
+            tracing::error!(
+                function = %function,
+                error = %error,
+                "{} failed; responses are still served, and later writes retry",
+                self.what
+            );
+        }
+        self.failed += writes;
+        for (function, error) in failures {
+            on_failure(*function, error);
+        }
     }
 }
 
+/// The mirror thread: writes the files of each committed batch, and clears
+/// the index's mirror marker once it has been idle for `CLEAN_AFTER`.
+fn mirror_files(store: &Store, rx: &mpsc::Receiver<MirrorCommand>, on_failure: &FailureHook) {
+    let mut episode = Episode::new("mirroring to the JSON files");
+    let mut mirrored_since_clean = false;
+    loop {
+        let command = if mirrored_since_clean {
+            match rx.recv_timeout(CLEAN_AFTER) {
+                Ok(command) => command,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    store.mark_mirror_clean();
+                    mirrored_since_clean = false;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
+        match command {
+            MirrorCommand::Files(writes) => {
+                let failures = store.mirror(&writes);
+                store.mirrored(failures.is_empty());
+                episode.record(failures.len(), &failures, on_failure);
+                mirrored_since_clean = true;
+            }
+            MirrorCommand::Flush(done) => {
+                store.mark_mirror_clean();
+                mirrored_since_clean = false;
+                let _ = done.send(());
+            }
+        }
+    }
+    store.mark_mirror_clean();
+}
+
 fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHook) {
-    let (mirror_tx, mirror_rx) = mpsc::channel::<MirrorCommand>();
+    let (mirror_tx, mirror_rx) = mpsc::sync_channel::<MirrorCommand>(MIRROR_QUEUE);
     let mirror = {
         let (store, on_failure) = (store.clone(), on_failure.clone());
         std::thread::Builder::new()
             .name("cacheow-mirror".into())
-            .spawn(move || {
-                for command in mirror_rx {
-                    match command {
-                        MirrorCommand::Files(writes) => report(&store.mirror(&writes), &on_failure),
-                        MirrorCommand::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
+            .spawn(move || mirror_files(&store, &mirror_rx, &on_failure))
             .expect("spawning the mirror thread")
     };
     let flush_mirror = || {
@@ -159,6 +301,7 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
         }
     };
 
+    let mut episode = Episode::new("persisting");
     let mut pending: Option<Command> = None;
     loop {
         let first = match pending.take() {
@@ -180,7 +323,7 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
             Command::Write(write, ack) => {
                 let mut writes = vec![*write];
                 let mut acks: Vec<Ack> = ack.into_iter().collect();
-                while writes.len() < MAX_BATCH {
+                while writes.len() < Writer::MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Command::Write(write, ack)) => {
                             writes.push(*write);
@@ -194,7 +337,7 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
                     }
                 }
                 let failures = store.commit_batch(&writes);
-                report(&failures, on_failure);
+                episode.record(writes.len(), &failures, on_failure);
                 let batch_error = failures.first().map(|(_, e)| e.to_string());
                 for ack in acks {
                     ack(match &batch_error {

@@ -80,9 +80,20 @@ fn rebuild_reports_corrupt_files_and_keeps_the_rest() {
         report.failures
     );
 
+    // The edited file replaced its row; the one with a typo kept its index
+    // copy (committed data is never dropped for a typo).
     let loaded = store.load().unwrap();
-    assert_eq!(loaded[0].outcomes.len(), 1);
-    assert_eq!(loaded[0].outcomes[0].value["body"], "edited");
+    assert_eq!(loaded[0].outcomes.len(), 2);
+    let body = |id| {
+        loaded[0]
+            .outcomes
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| o.value["body"].clone())
+    };
+    assert_eq!(body(good.id).unwrap(), "edited");
+    assert_eq!(body(bad.id).unwrap(), "bad");
+    assert!(report.restored.is_empty(), "{:?}", report.restored);
 }
 
 #[test]
