@@ -113,6 +113,12 @@ impl Engine {
         Ok(Engine { shared })
     }
 
+    /// How many acknowledged writes a hard kill can lose at most: the
+    /// bounded writer queue plus the batch being committed.
+    pub fn loss_window(&self) -> usize {
+        self.shared.writer.loss_window()
+    }
+
     /// The data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.shared.store.data_dir().to_owned()

@@ -270,7 +270,7 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
                 (Method::POST, ["rebuild-index"]) => {
                     let report = state.engine.rebuild_index(Some(function.id())).await?;
                     Ok(ok_json(
-                        &json!({"indexed": report.indexed, "failures": report.failures}),
+                        &json!({"indexed": report.indexed, "failures": report.failures, "restored": report.restored}),
                     ))
                 }
                 (

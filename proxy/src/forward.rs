@@ -607,8 +607,13 @@ impl Call<'_> {
         });
         let outcome_id = recording.outcome_id;
         let is_new = recording.is_new;
+        let mut mirror_lags = false;
         match recording.persisted().await {
             Ok(()) => {}
+            Err(cacheow_storage::WriteError::MirrorLagging { reason }) => {
+                tracing::warn!(function = %self.function.id(), %reason, "durable outcome committed; its JSON file lags");
+                mirror_lags = true;
+            }
             Err(e) if !is_new => {
                 tracing::warn!(function = %self.function.id(), error = %e, "durable count update failed; the outcome itself was stored before");
             }
@@ -617,6 +622,11 @@ impl Call<'_> {
         self.finish(Source::Upstream, Some(outcome_id), Some(status), None, None);
         let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
         self.mark(&mut response, Source::Upstream);
+        if mirror_lags {
+            response
+                .headers_mut()
+                .insert(headers::MIRROR, HeaderValue::from_static("lagging"));
+        }
         Ok(response)
     }
 

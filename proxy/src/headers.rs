@@ -7,6 +7,9 @@ use http::header::{self, HeaderName};
 pub(crate) const SOURCE: HeaderName = HeaderName::from_static("x-cacheow-source");
 /// The id of the function that served the call.
 pub(crate) const FUNCTION: HeaderName = HeaderName::from_static("x-cacheow-function");
+/// `lagging` on a durable reply whose outcome is committed to the index but
+/// not yet written to its JSON file.
+pub(crate) const MIRROR: HeaderName = HeaderName::from_static("x-cacheow-mirror");
 /// The error kind, on replies that stand for a failure.
 pub(crate) const ERROR: HeaderName = HeaderName::from_static("x-cacheow-error");
 

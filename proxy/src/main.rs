@@ -13,6 +13,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    quiet_contained_panics();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::RebuildIndex(args) => rebuild_index(args),
@@ -114,22 +115,21 @@ fn redact(args: RedactArgs) -> ExitCode {
     }
 }
 
+/// Works on a store redb cannot open: a damaged index is moved aside and
+/// built afresh from the JSON files.
 fn rebuild_index(args: DataDirArgs) -> ExitCode {
-    let result =
-        cacheow_engine::Engine::open(&args.data_dir, cacheow_engine::EngineOptions::default())
-            .map_err(anyhow::Error::from)
-            .and_then(|engine| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(runtime.block_on(engine.rebuild_index(None))?)
-            });
-    match result {
+    match cacheow_storage::Store::rebuild_offline(&args.data_dir) {
         Ok(report) => {
+            if let Some(moved) = &report.moved_aside {
+                println!("the index was damaged; moved it to {}", moved.display());
+            }
             println!(
                 "indexed {} outcomes of {} functions",
                 report.indexed, report.functions
             );
+            for path in &report.restored {
+                println!("restored {} from the index", path.display());
+            }
             for failure in &report.failures {
                 eprintln!("skipped {}: {}", failure.path.display(), failure.reason);
             }
@@ -140,17 +140,27 @@ fn rebuild_index(args: DataDirArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            let locked = e.downcast_ref::<cacheow_engine::EngineError>().is_some_and(
-                |e| matches!(e, cacheow_engine::EngineError::Open(o) if o.is_locked()),
-            );
-            if locked {
+            eprintln!("error: {e}");
+            if e.is_locked() {
                 ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
+}
+
+/// A panic inside redb on a damaged file is turned into a clear error by
+/// the store; only other panics are printed as panics.
+fn quiet_contained_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if cacheow_storage::panic_is_contained() {
+            tracing::debug!(%info, "redb panicked on a damaged index; reported as an error");
+        } else {
+            default(info);
+        }
+    }));
 }
 
 /// Raises the soft open-files limit to the hard one: the common soft

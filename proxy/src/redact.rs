@@ -264,6 +264,9 @@ pub fn redact_store(data_dir: &Path, config_file: Option<&Path>) -> Result<usize
         changed += writes.len();
         store.apply(&writes)?;
     }
+    if changed > 0 {
+        store.compact()?;
+    }
     Ok(changed)
 }
 

@@ -164,6 +164,7 @@ pub async fn run(
     let info = Map::from_iter([
         ("proxy_url".to_owned(), json!(format!("http://{main_addr}"))),
         ("durable".to_owned(), json!(config.durable)),
+        ("loss_window".to_owned(), json!(engine.loss_window())),
         ("max_body_bytes".to_owned(), json!(config.max_body_bytes)),
     ]);
     let control = Arc::new(Control::new(

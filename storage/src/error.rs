@@ -116,6 +116,13 @@ pub enum WriteError {
         source: std::io::Error,
     },
     /// Another write in the same transaction failed, so this one was lost too.
+    /// The write is committed to the index, but its JSON file could not be
+    /// written yet; the mirror catches up once the cause clears.
+    #[error("committed to the index, but its JSON file lags: {reason}")]
+    MirrorLagging {
+        /// Why the file could not be written.
+        reason: String,
+    },
     #[error("index write failed with its batch: {reason}")]
     BatchRejected {
         /// The batch's error.

@@ -58,9 +58,22 @@ pub(crate) trait IndexFailure {
     fn poisons(&self) -> bool;
 }
 
+thread_local! {
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while this thread runs redb under `guarded`: a panic hook can then
+/// keep quiet about a panic that becomes a typed `Damaged` error.
+pub fn panic_is_contained() -> bool {
+    GUARDED.with(std::cell::Cell::get)
+}
+
 /// Runs `f`, turning a panic inside redb into `Err` with its message.
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    result.map_err(|panic| {
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -114,6 +127,26 @@ impl Index {
             });
         }
         result
+    }
+
+    /// Compacts the file until redb finds nothing left to move, so pages
+    /// freed by rewrites (e.g. of redacted outcomes) leave the file.
+    pub(crate) fn compact(&self) -> Result<(), WriteError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let Some(db) = db.as_mut() else {
+            return Err(WriteError::unavailable(format!(
+                "`{}` is closed",
+                self.path.display()
+            )));
+        };
+        loop {
+            match guarded(|| db.compact()) {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return Ok(()),
+                Ok(Err(e)) => return Err(WriteError::Database(Box::new(e.into()))),
+                Err(panic) => return Err(WriteError::damaged(self.path.clone(), panic)),
+            }
+        }
     }
 
     fn get(&self) -> Result<Handle<'_>, String> {

@@ -31,6 +31,7 @@ mod writer;
 
 pub use error::{OpenError, ReadError, RebuildError, WriteError};
 pub use ids::{CallKey, FunctionId, IdError, OutcomeId};
+pub use index::panic_is_contained;
 pub use model::{
     Function, FunctionKind, MockEntry, Mode, Outcome, OutcomeType, ParseModeError, Stats, Timestamp,
 };

@@ -150,6 +150,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Compacts the index file, so the bytes of rewritten records (such as
+    /// outcomes redacted after the fact) no longer linger in freed pages.
+    pub fn compact(&self) -> Result<(), WriteError> {
+        self.index.compact()
+    }
+
     /// rebuild-index for a store that may not open: when the index is
     /// damaged anywhere (open, an integrity check of every page, reading
     /// every row), it is moved aside (`RebuildReport::moved_aside`) and a
@@ -443,7 +449,7 @@ fn load(db: &Database) -> Result<Vec<StoredFunction>, ReadError> {
 }
 
 fn prepare_data_dir(data_dir: &Path) -> Result<PathBuf, OpenError> {
-    fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+    atomic::create_private_dir(data_dir).map_err(|source| OpenError::CreateDir {
         path: data_dir.to_owned(),
         source,
     })?;
@@ -487,6 +493,13 @@ fn open_index(index: &Path, data_dir: &Path) -> Result<Database, OpenError> {
         }
         Ok(Ok(db)) => db,
     };
+    // Internal: the index holds recorded traffic; redb creates it with the
+    // umask's mode.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(index, fs::Permissions::from_mode(0o600));
+    }
     match index::guarded(|| schema::check_or_init(&db, data_dir)) {
         Err(panic) => Err(damaged(panic)),
         Ok(Err(OpenError::Database { source, .. })) if index::is_damage(&source) => {

@@ -10,7 +10,8 @@
 //! makes the writer wait for the mirror. So after a hard kill at most
 //! `Writer::loss_window` writes are lost: the queued ones and the batch being
 //! committed. Callers that cannot accept that wait for the write's `Ack`
-//! (durable mode), which fires once the write is committed to the index.
+//! (durable mode), which fires once the write is committed to the index and
+//! its file is written.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, TrySendError};
@@ -22,7 +23,8 @@ use crate::ids::FunctionId;
 use crate::rebuild::RebuildReport;
 use crate::store::{Store, Write};
 
-/// Called once a write is committed to the index, or has failed.
+/// Called once a write is committed to the index and mirrored to its file
+/// (`Err(MirrorLagging)` when committed but not mirrored), or has failed.
 pub type Ack = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
 type RebuildAck = Box<dyn FnOnce(Result<RebuildReport, RebuildError>) + Send>;
@@ -59,7 +61,8 @@ enum Command {
 }
 
 enum MirrorCommand {
-    Files(Vec<Write>),
+    /// A committed batch, and the acks that wait for its files.
+    Files(Vec<Write>, Vec<Ack>),
     Flush(mpsc::SyncSender<()>),
 }
 
@@ -125,7 +128,8 @@ impl Writer {
         self.send(Command::Write(Box::new(write), None));
     }
 
-    /// Queues a write and calls `ack` once it is committed (or failed).
+    /// Queues a write and calls `ack` once it is committed and mirrored (or
+    /// failed).
     /// Blocks while the queue is full.
     pub fn submit_with_ack(&self, write: Write, ack: Ack) {
         if let Some(Command::Write(_, Some(ack))) =
@@ -269,9 +273,18 @@ fn mirror_files(store: &Store, rx: &mpsc::Receiver<MirrorCommand>, on_failure: &
             }
         };
         match command {
-            MirrorCommand::Files(writes) => {
+            MirrorCommand::Files(writes, acks) => {
                 let failures = store.mirror(&writes);
                 store.mirrored(failures.is_empty());
+                let lag = failures.first().map(|(_, e)| e.to_string());
+                for ack in acks {
+                    ack(match &lag {
+                        None => Ok(()),
+                        Some(reason) => Err(WriteError::MirrorLagging {
+                            reason: reason.clone(),
+                        }),
+                    });
+                }
                 episode.record(failures.len(), &failures, on_failure);
                 mirrored_since_clean = true;
             }
@@ -338,17 +351,27 @@ fn run(store: &Arc<Store>, rx: &mpsc::Receiver<Command>, on_failure: &FailureHoo
                 }
                 let failures = store.commit_batch(&writes);
                 episode.record(writes.len(), &failures, on_failure);
-                let batch_error = failures.first().map(|(_, e)| e.to_string());
-                for ack in acks {
-                    ack(match &batch_error {
-                        None => Ok(()),
-                        Some(reason) => Err(WriteError::BatchRejected {
-                            reason: reason.clone(),
-                        }),
-                    });
-                }
-                if batch_error.is_none() {
-                    let _ = mirror_tx.send(MirrorCommand::Files(writes));
+                // Internal: a durable ack waits for the files too, so an
+                // answer means the outcome is in the index and the mirror.
+                match failures.first().map(|(_, e)| e.to_string()) {
+                    None => {
+                        if let Err(mpsc::SendError(MirrorCommand::Files(_, acks))) =
+                            mirror_tx.send(MirrorCommand::Files(writes, acks))
+                        {
+                            for ack in acks {
+                                ack(Err(WriteError::MirrorLagging {
+                                    reason: "the mirror thread has stopped".into(),
+                                }));
+                            }
+                        }
+                    }
+                    Some(reason) => {
+                        for ack in acks {
+                            ack(Err(WriteError::BatchRejected {
+                                reason: reason.clone(),
+                            }));
+                        }
+                    }
                 }
             }
         }

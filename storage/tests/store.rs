@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cacheow_storage::test_support::{sample_function, sample_outcome, temp_data_dir};
-use cacheow_storage::{Mode, OpenError, Store, Write, Writer};
+use cacheow_storage::{Mode, OpenError, Store, Write, WriteError, Writer};
 
 #[test]
 fn roundtrip_through_index_and_mirror() {
@@ -208,11 +208,11 @@ fn writer_acks_commits_and_reports_mirror_failures() {
     let (tx, rx) = std::sync::mpsc::channel();
     writer.submit_with_ack(
         Write::PutFunction(function.clone()),
-        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        Box::new(move |r| tx.send(r).unwrap()),
     );
     assert!(
-        rx.recv().unwrap(),
-        "the index commit is what the ack reports"
+        matches!(rx.recv().unwrap(), Err(WriteError::MirrorLagging { .. })),
+        "the ack says the write is committed but its file lags"
     );
     writer.flush();
     assert_eq!(

@@ -604,7 +604,13 @@ async fn cacheow_redact_applies_a_new_rule_to_what_was_recorded_before_it() {
         .await
         .unwrap();
     cacheow.stop();
-    let files = || every_file(&cacheow.data_dir().join("functions"));
+    // The JSON files and the raw bytes of the index.
+    let files = || {
+        let mut files = every_file(&cacheow.data_dir().join("functions"));
+        let index = cacheow.data_dir().join("cacheow.redb");
+        files.push((index.clone(), std::fs::read(&index).unwrap()));
+        files
+    };
     assert!(files().iter().any(|(_, b)| contains(b, "OLD-SESSION")));
 
     let config = cacheow.data_dir().with_extension("redact.toml");
