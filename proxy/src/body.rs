@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -46,6 +47,41 @@ pub(crate) enum ProxyBody {
     Tee(Box<Tee>),
     /// A recorded stream, sent on its recorded schedule.
     Replay(Box<Replay>),
+    /// A buffered head followed by a client's request body lent to the
+    /// upstream call (see [`Lent`]).
+    Lent { head: Option<Bytes>, rest: Lent },
+}
+
+/// A request body lent to the upstream client. If the call fails before
+/// the client read it all, the rest comes back to be drained: an HTTP/2
+/// client still uploading would otherwise see its stream reset instead of
+/// reading the error reply.
+#[derive(Clone)]
+pub(crate) struct Lent(Arc<Mutex<Option<Incoming>>>);
+
+impl Lent {
+    pub(crate) fn new(body: Incoming) -> Lent {
+        Lent(Arc::new(Mutex::new(Some(body))))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Option<Incoming>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads and drops what is left, up to `cap` bytes and with pauses of at
+    /// most `pause`; past either the client's stream is left to be reset.
+    pub(crate) async fn drain(self, cap: usize, pause: Duration) {
+        let Some(mut body) = self.with(Option::take) else {
+            return;
+        };
+        let mut read = 0;
+        while read <= cap {
+            match tokio::time::timeout(pause, body.frame()).await {
+                Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, Bytes::len),
+                _ => return,
+            }
+        }
+    }
 }
 
 impl ProxyBody {
@@ -278,6 +314,13 @@ impl Body for ProxyBody {
                 None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
             },
             ProxyBody::Replay(replay) => replay.poll_next(cx),
+            ProxyBody::Lent { head, rest } => match head.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None => rest.with(|body| match body.as_mut() {
+                    Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+                    None => Poll::Ready(None),
+                }),
+            },
             ProxyBody::Tee(tee) => {
                 let Some(inner) = tee.inner.as_mut() else {
                     return Poll::Ready(None);
@@ -310,6 +353,10 @@ impl Body for ProxyBody {
             ProxyBody::Chain { head, rest } => head.is_none() && rest.is_end_stream(),
             ProxyBody::Tee(tee) => tee.inner.as_ref().is_none_or(Incoming::is_end_stream),
             ProxyBody::Replay(replay) => replay.chunks.is_empty() && replay.end_error.is_none(),
+            ProxyBody::Lent { head, rest } => {
+                head.is_none()
+                    && rest.with(|body| body.as_ref().is_none_or(Incoming::is_end_stream))
+            }
         }
     }
 
@@ -335,6 +382,18 @@ impl Body for ProxyBody {
             // Internal: never exact, so a replayed stream is sent chunked
             // like the original rather than with a content-length.
             ProxyBody::Replay(_) => SizeHint::new(),
+            ProxyBody::Lent { head, rest } => {
+                let head = head.as_ref().map_or(0, |b| b.len() as u64);
+                let rest = rest.with(|body| body.as_ref().map(Incoming::size_hint));
+                let mut hint = SizeHint::new();
+                if let Some(rest) = rest {
+                    hint.set_lower(rest.lower() + head);
+                    if let Some(upper) = rest.upper() {
+                        hint.set_upper(upper + head);
+                    }
+                }
+                hint
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::body::{Captured, ProxyBody};
+use crate::body::{Captured, Lent, ProxyBody};
 use crate::call_key::{KeyInput, call_key};
 use crate::error::{AbortConnection, ErrorKind, refused, respond_failure};
 use crate::headers::{self, strip_hop_by_hop};
@@ -60,6 +60,10 @@ enum RequestBody {
         rest: Incoming,
     },
 }
+
+/// How much of a request body cacheow reads and drops after its upstream
+/// call failed, so the client reads the error reply rather than a reset.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// One proxied call, from request to response.
 pub(crate) async fn pipeline(
@@ -146,13 +150,7 @@ pub(crate) async fn pipeline(
         }
         Ok(Decision::Call { .. }) => match body {
             RequestBody::Whole(bytes) => call.upstream(bytes).await,
-            RequestBody::Oversize { head, rest } => {
-                call.pass_through(ProxyBody::Chain {
-                    head: Some(head),
-                    rest,
-                })
-                .await
-            }
+            RequestBody::Oversize { head, rest } => call.pass_through(head, rest).await,
         },
         Err(no_outcome) => {
             let id = function.id().to_string();
@@ -662,7 +660,12 @@ impl Call<'_> {
     }
 
     /// Forwards a call that cannot be recorded (request body over the cap).
-    async fn pass_through(&self, body: ProxyBody) -> Reply {
+    async fn pass_through(&self, head: Bytes, rest: Incoming) -> Reply {
+        let lent = Lent::new(rest);
+        let body = ProxyBody::Lent {
+            head: Some(head),
+            rest: lent.clone(),
+        };
         match self.send(body).await {
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
@@ -690,6 +693,8 @@ impl Call<'_> {
                     Some(failure.kind.as_str().into()),
                     Some(Unrecorded::RequestOversize),
                 );
+                lent.drain(DRAIN_LIMIT, self.state.config.body_timeout)
+                    .await;
                 respond_failure(
                     failure.kind.as_str(),
                     &failure.message,
