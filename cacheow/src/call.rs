@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheow_engine::{
-    CallKey, CallKeyExt, Decision, Finished, FunctionHandle, FunctionKind, NewOutcome, OutcomeId,
-    OutcomeType, Source, Unrecorded, canonical_json,
+    CallKey, CallKeyExt, CallReason, Decision, Finished, FunctionHandle, FunctionKind, NewOutcome,
+    OutcomeId, OutcomeType, Source, Unrecorded, canonical_json,
 };
 use serde_json::Value;
 
@@ -87,6 +87,7 @@ impl Site {
             key: call_key,
             args,
             started,
+            cache_miss: std::cell::Cell::new(false),
         })
     }
 }
@@ -132,6 +133,8 @@ pub struct Call {
     /// The key's arguments, stored with a new outcome for people to read.
     args: Value,
     started: Instant,
+    /// Cache mode had nothing for the call (or what it had did not decode).
+    cache_miss: std::cell::Cell<bool>,
 }
 
 /// What to do with a call.
@@ -197,13 +200,19 @@ impl Call {
         decode: impl FnOnce(OutcomeView<'_>) -> Result<T, String>,
     ) -> Plan<T> {
         let (outcome, source, delay) = match self.function.decide(&self.key) {
-            Ok(Decision::Call { .. }) => return Plan::Run,
+            Ok(Decision::Call { reason }) => {
+                self.cache_miss.set(matches!(reason, CallReason::CacheMiss));
+                return Plan::Run;
+            }
             Ok(Decision::Replay {
                 outcome,
                 source,
                 delay,
             }) => (outcome, source, delay),
-            Err(none) => panic!("cacheow: `{}`: {none}", self.function.snapshot().name),
+            Err(none) => {
+                self.finish(Source::Mock, None, Some("no_mock_outcome".into()), None);
+                panic!("cacheow: `{}`: {none}", self.function.snapshot().name)
+            }
         };
         match decode(outcome.outcome().into()) {
             Ok(value) => {
@@ -214,6 +223,7 @@ impl Call {
                 Plan::Replay { value, delay }
             }
             Err(reason) if source == Source::Cache => {
+                self.cache_miss.set(true);
                 tracing::warn!(
                     function = %self.function.id(),
                     outcome = %outcome.id(),
@@ -267,6 +277,7 @@ impl Call {
         self.function.finish(Finished {
             call_key: Some(self.key),
             source,
+            cache_miss: self.cache_miss.get(),
             outcome_id,
             elapsed: self.started.elapsed(),
             status: None,

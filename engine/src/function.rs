@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::counters::Counters;
 use crate::decide::{self, AnyOutcome, Decision, ReplayFilter, Source};
 use crate::engine::Shared;
 use crate::error::{EngineError, NoMockOutcome};
@@ -65,6 +66,15 @@ pub enum Unrecorded {
 }
 
 impl Unrecorded {
+    /// Every reason.
+    pub const ALL: [Unrecorded; 5] = [
+        Unrecorded::ClientGone,
+        Unrecorded::Oversize,
+        Unrecorded::RequestOversize,
+        Unrecorded::NotSerializable,
+        Unrecorded::Loop,
+    ];
+
     /// The name used in stats, recent calls and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,7 +90,7 @@ impl Unrecorded {
 pub(crate) struct FunctionState {
     meta: RwLock<Function>,
     outcomes: RwLock<OutcomeIndex>,
-    stats: Mutex<Stats>,
+    counters: Counters,
     stats_dirty: AtomicBool,
     /// Outcomes whose count changed since they were last written.
     dirty_outcomes: Mutex<HashSet<OutcomeId>>,
@@ -92,7 +102,7 @@ impl FunctionState {
         Self {
             meta: RwLock::new(function),
             outcomes: RwLock::new(OutcomeIndex::from_outcomes(outcomes)),
-            stats: Mutex::new(stats),
+            counters: Counters::from_stats(stats),
             stats_dirty: AtomicBool::new(false),
             dirty_outcomes: Mutex::new(HashSet::new()),
             recent: Mutex::new(VecDeque::new()),
@@ -112,7 +122,7 @@ impl FunctionState {
         let id = read(&self.meta).id;
         let mut writes = Vec::new();
         if self.stats_dirty.swap(false, Ordering::AcqRel) {
-            writes.push(Write::PutStats(id, lock(&self.stats).clone()));
+            writes.push(Write::PutStats(id, self.counters.snapshot()));
         }
         let dirty: Vec<OutcomeId> = lock(&self.dirty_outcomes).drain().collect();
         let index = read(&self.outcomes);
@@ -126,7 +136,7 @@ impl FunctionState {
     }
 
     pub(crate) fn note_persist_failure(&self) {
-        lock(&self.stats).persist_failures += 1;
+        self.counters.persist_failed();
         self.stats_dirty.store(true, Ordering::Release);
     }
 }
@@ -150,6 +160,9 @@ pub struct Finished {
     pub call_key: Option<CallKey>,
     /// Where the reply came from.
     pub source: Source,
+    /// True when cache mode had nothing for the call (it then went
+    /// upstream, or fell back to the real function).
+    pub cache_miss: bool,
     /// The outcome served or recorded.
     pub outcome_id: Option<OutcomeId>,
     /// Wall time of the whole call.
@@ -224,7 +237,7 @@ impl FunctionHandle {
         read(&self.state.meta).mode
     }
 
-    /// Decides how to serve a call with this key, and counts it.
+    /// Decides how to serve a call with this key (counted once it finishes).
     pub fn decide(&self, key: &CallKey) -> Result<Decision, NoMockOutcome> {
         self.decide_with(Some(key), &AnyOutcome)
     }
@@ -236,60 +249,23 @@ impl FunctionHandle {
         key: Option<&CallKey>,
         filter: &dyn ReplayFilter,
     ) -> Result<Decision, NoMockOutcome> {
-        let decision = {
-            let meta = read(&self.state.meta);
-            let index = read(&self.state.outcomes);
-            decide::decide(decide::Call {
-                function: meta.id,
-                mode: meta.mode,
-                latency: (meta.latency_ms, meta.latency_jitter_ms),
-                mock_entries: &meta.mock_entries,
-                index: &index,
-                key,
-                filter,
-            })
-        };
-        {
-            let mut stats = lock(&self.state.stats);
-            stats.total_calls += 1;
-            stats.last_called_at = Some(Timestamp::now());
-            match &decision {
-                Ok(Decision::Call {
-                    reason: decide::CallReason::CacheMiss,
-                }) => stats.cache_misses += 1,
-                Ok(Decision::Call { .. }) => {}
-                Ok(Decision::Replay { source, .. }) => match source {
-                    Source::Cache => stats.cache_hits += 1,
-                    Source::Mock | Source::Upstream => stats.mock_calls += 1,
-                },
-                Err(_) => {
-                    stats.mock_calls += 1;
-                    stats.exceptions += 1;
-                }
-            }
-        }
-        self.state.stats_dirty.store(true, Ordering::Release);
-        decision
+        let meta = read(&self.state.meta);
+        let index = read(&self.state.outcomes);
+        decide::decide(decide::Call {
+            function: meta.id,
+            mode: meta.mode,
+            latency: (meta.latency_ms, meta.latency_jitter_ms),
+            mock_entries: &meta.mock_entries,
+            index: &index,
+            key,
+            filter,
+        })
     }
 
-    /// Counts a finished call and remembers it among the recent ones.
+    /// Counts a finished call (the only place calls are counted) and
+    /// remembers it among the recent ones.
     pub fn finish(&self, call: Finished) {
-        {
-            let mut stats = lock(&self.state.stats);
-            stats.add_duration(call.elapsed);
-            if call.source == Source::Upstream {
-                stats.upstream_calls += 1;
-            }
-            if call.error.is_some() {
-                stats.exceptions += 1;
-            }
-            if let Some(reason) = call.unrecorded {
-                *stats
-                    .unrecorded
-                    .entry(reason.as_str().to_owned())
-                    .or_default() += 1;
-            }
-        }
+        self.state.counters.count(&call);
         if let Some(reason) = call.unrecorded {
             tracing::warn!(function = %self.id(), reason = reason.as_str(), "call not recorded");
         }
@@ -402,7 +378,7 @@ impl FunctionHandle {
 
     /// A copy of the counters.
     pub fn stats(&self) -> Stats {
-        lock(&self.state.stats).clone()
+        self.state.counters.snapshot()
     }
 
     /// The recent calls, newest first.

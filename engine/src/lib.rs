@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+mod counters;
 mod decide;
 mod engine;
 mod error;

@@ -1,8 +1,8 @@
 //! The seed's mode semantics, checked against the engine directly.
 
 use cacheow_engine::{
-    CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionHandle, FunctionKind,
-    FunctionSpec, MockEntry, Mode, NewOutcome, Source,
+    CallKey, CallKeyExt, CallReason, Decision, Engine, EngineOptions, Finished, FunctionHandle,
+    FunctionKind, FunctionSpec, MockEntry, Mode, NewOutcome, Source,
 };
 use cacheow_storage::test_support::{TempDataDir, temp_data_dir};
 use serde_json::json;
@@ -46,11 +46,34 @@ fn cache_mode_replays_on_key_match_and_skips_mock_only() {
     let mut mock_only = NewOutcome::returned(json!("mock only"));
     mock_only.is_mock_only = true;
     f.add_manual(Some(key), mock_only);
-    assert!(matches!(f.decide(&key).unwrap(), Decision::Call { .. }));
+    let miss = f.decide(&key).unwrap();
+    assert!(matches!(
+        miss,
+        Decision::Call {
+            reason: CallReason::CacheMiss
+        }
+    ));
     f.record(Some(key), NewOutcome::returned(json!(1)));
+    f.finish(finished(Source::Upstream, true));
     assert_eq!(replayed_value(f.decide(&key).unwrap()), json!(1));
+    f.finish(finished(Source::Cache, false));
     let stats = f.stats();
     assert_eq!((stats.cache_hits, stats.cache_misses), (1, 1));
+    assert_eq!((stats.total_calls, stats.upstream_calls), (2, 1));
+}
+
+/// What a caller reports once a call is over; calls are counted there.
+fn finished(source: Source, cache_miss: bool) -> Finished {
+    Finished {
+        call_key: None,
+        source,
+        cache_miss,
+        outcome_id: None,
+        elapsed: std::time::Duration::from_millis(1),
+        status: None,
+        error: None,
+        unrecorded: None,
+    }
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cacheow_engine::{
-    CallKey, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec, NewOutcome,
-    OutcomeType, ReplayFilter, Source, StoredOutcome, Unrecorded,
+    CallKey, CallReason, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec,
+    NewOutcome, OutcomeType, ReplayFilter, Source, StoredOutcome, Unrecorded,
 };
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -126,13 +126,14 @@ pub(crate) async fn pipeline(
         )),
         RequestBody::Oversize { .. } => None,
     };
-    let call = Call {
+    let mut call = Call {
         state: &state,
         function: &function,
         parts: &parts,
         target: &target,
         key,
         started,
+        cache_miss: false,
     };
     let filter = RequestFilter {
         headers: &parts.headers,
@@ -148,10 +149,13 @@ pub(crate) async fn pipeline(
             }
             call.replay(&outcome, source).await
         }
-        Ok(Decision::Call { .. }) => match body {
-            RequestBody::Whole(bytes) => call.upstream(bytes).await,
-            RequestBody::Oversize { head, rest } => call.pass_through(head, rest).await,
-        },
+        Ok(Decision::Call { reason }) => {
+            call.cache_miss = matches!(reason, CallReason::CacheMiss);
+            match body {
+                RequestBody::Whole(bytes) => call.upstream(bytes).await,
+                RequestBody::Oversize { head, rest } => call.pass_through(head, rest).await,
+            }
+        }
         Err(no_outcome) => {
             let id = function.id().to_string();
             call.finish(
@@ -372,6 +376,8 @@ struct Call<'a> {
     target: &'a Target,
     key: Option<CallKey>,
     started: Instant,
+    /// Cache mode had nothing for the call.
+    cache_miss: bool,
 }
 
 impl Call<'_> {
@@ -511,6 +517,7 @@ impl Call<'_> {
         let function = self.function.clone();
         let key = self.key;
         let started = self.started;
+        let cache_miss = self.cache_miss;
         let status = parts.status.as_u16();
         let body = ProxyBody::tee(
             incoming,
@@ -521,6 +528,7 @@ impl Call<'_> {
                 function.finish(Finished {
                     call_key: key,
                     source: Source::Upstream,
+                    cache_miss,
                     outcome_id: recorded.outcome_id,
                     elapsed: started.elapsed(),
                     status: Some(status),
@@ -778,6 +786,7 @@ impl Call<'_> {
         self.function.finish(Finished {
             call_key: self.key,
             source,
+            cache_miss: self.cache_miss,
             outcome_id,
             elapsed: self.started.elapsed(),
             status,

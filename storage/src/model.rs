@@ -88,6 +88,20 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Milliseconds since the Unix epoch (0 before it).
+    pub fn unix_millis(self) -> u64 {
+        self.0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// The time `millis` milliseconds after the Unix epoch.
+    pub fn from_unix_millis(millis: u64) -> Self {
+        Self(SystemTime::UNIX_EPOCH + Duration::from_millis(millis))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_rfc3339_millis(self.0))

@@ -415,3 +415,55 @@ async fn reverse_listener_maps_to_the_same_function_as_the_forward_proxy() {
     );
     assert_eq!(upstream.hits(), 1);
 }
+
+/// Each call is counted once, where it finishes: a `no_mock_outcome` call
+/// is one mock call and one exception, an oversize pass-through is one
+/// upstream call with its reason.
+#[tokio::test]
+async fn a_no_mock_outcome_call_and_an_oversize_call_are_counted_once() {
+    let upstream = Upstream::echo().await;
+    let cacheow = Cacheow::start(&["--max-body-bytes", "100"]);
+    let client = cacheow.proxied_client();
+    client
+        .get(format!("{}/nothing", upstream.url()))
+        .send()
+        .await
+        .unwrap();
+    let function = cacheow.function("/nothing").await;
+    let id = function["id"].as_str().unwrap().to_owned();
+    let detail = cacheow.get(&format!("/api/functions/{id}")).await;
+    let outcome = detail["outcomes"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = cacheow
+        .api(
+            http::Method::DELETE,
+            &format!("/api/functions/{id}/outcomes/{outcome}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    cacheow.set_mode(&id, "mock").await;
+    let reply = client
+        .get(format!("{}/nothing", upstream.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.headers()["x-cacheow-error"], "no_mock_outcome");
+    let stats = cacheow.function("/nothing").await["stats"].clone();
+    assert_eq!(stats["total_calls"], 2, "{stats}");
+    assert_eq!(stats["mock_calls"], 1, "{stats}");
+    assert_eq!(stats["upstream_calls"], 1, "{stats}");
+    assert_eq!(stats["exceptions"], 1, "one exception, not two: {stats}");
+
+    let reply = client
+        .post(format!("{}/big", upstream.url()))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let stats = cacheow.function("/big").await["stats"].clone();
+    assert_eq!(stats["total_calls"], 1, "{stats}");
+    assert_eq!(stats["upstream_calls"], 1, "{stats}");
+    assert_eq!(stats["exceptions"], 0, "{stats}");
+    assert_eq!(stats["unrecorded"]["request_oversize"], 1, "{stats}");
+}
