@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cacheow_engine::{
     CallKey, CallKeyExt, CallReason, Decision, Finished, FunctionHandle, FunctionKind, NewOutcome,
-    OutcomeId, OutcomeType, Source, Unrecorded, canonical_json,
+    OutcomeId, OutcomeType, Recording, Source, Unrecorded, canonical_json,
 };
 use serde_json::Value;
 
@@ -158,7 +158,9 @@ impl Call {
             }
             Plan::Run => {
                 let output = body();
-                self.record(encode_call::<C>(&output));
+                if let Some(recording) = self.record(encode_call::<C>(&output)) {
+                    log_unstored(recording.persisted_blocking());
+                }
                 output
             }
         }
@@ -177,7 +179,10 @@ impl Call {
             }
             Plan::Run => {
                 let output = body().await;
-                self.record(encode_call::<C>(&output));
+                if let Some(recording) = self.record(encode_call::<C>(&output)) {
+                    // Internal: awaited, never blocking the executor.
+                    log_unstored(recording.persisted().await);
+                }
                 output
             }
         }
@@ -244,27 +249,31 @@ impl Call {
         }
     }
 
-    /// Records what the real body produced (if it could be serialized) and
-    /// waits until it is on disk, so nothing is lost when the program exits
-    /// right after. A failure to persist is logged and never changes the
-    /// result.
-    pub(crate) fn record(mut self, outcome: Option<NewOutcome>) {
+    /// Records what the real body produced (if it could be serialized). The
+    /// caller waits on the returned `Recording` (blocking for a sync
+    /// function, awaiting for an async one) so nothing is lost when the
+    /// program exits right after; a failure to persist is logged and never
+    /// changes the result.
+    pub(crate) fn record(mut self, outcome: Option<NewOutcome>) -> Option<Recording> {
         match outcome {
             Some(mut new) => {
                 new.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
                 new.request = Some(serde_json::json!({ "args": self.args.take() }));
                 let error = new.exception_type.clone();
-                let recording = self.function.record(Some(self.key), new);
+                let recording = self.function.record_awaitable(Some(self.key), new);
                 self.finish(Source::Upstream, Some(recording.outcome_id), error, None);
+                Some(recording)
             }
-            None => self.finish(
-                Source::Upstream,
-                None,
-                None,
-                Some(Unrecorded::NotSerializable),
-            ),
+            None => {
+                self.finish(
+                    Source::Upstream,
+                    None,
+                    None,
+                    Some(Unrecorded::NotSerializable),
+                );
+                None
+            }
         }
-        self.manager.engine().flush();
     }
 
     fn finish(
@@ -289,6 +298,14 @@ impl Call {
     /// For logs: which function this call belongs to.
     pub(crate) fn function_id(&self) -> cacheow_engine::FunctionId {
         self.function.id()
+    }
+}
+
+/// Logs a recorded result that did not reach the disk (the result itself is
+/// returned all the same).
+pub(crate) fn log_unstored(persisted: Result<(), cacheow_engine::WriteError>) {
+    if let Err(e) = persisted {
+        tracing::warn!(error = %e, "cacheow could not store a recorded result; it was returned anyway");
     }
 }
 

@@ -52,6 +52,8 @@ pub fn stream<C: Codec, S: Stream<Item = C::Output>>(
                 started: Instant::now(),
                 items: Vec::new(),
                 offsets_ms: Vec::new(),
+                storing: None,
+                ended: false,
             },
         },
     }
@@ -64,10 +66,26 @@ impl<S: Stream<Item = C::Output>, C: Codec> Stream for CallStream<S, C> {
         match self.project() {
             CallStreamProjection::Direct { inner } => inner.poll_next(cx),
             CallStreamProjection::Recording { inner, recorder } => {
+                // Internal: a recorded outcome is awaited until stored before
+                // the stream goes on (or ends), never blocking a thread.
+                if let Some(storing) = recorder.storing.as_mut() {
+                    crate::call::log_unstored(ready!(storing.0.as_mut().poll(cx)));
+                    recorder.storing = None;
+                }
+                if recorder.ended {
+                    return Poll::Ready(None);
+                }
                 let next = ready!(inner.poll_next(cx));
                 match &next {
                     Some(item) => recorder.item::<C>(item),
-                    None => recorder.end(None),
+                    None => {
+                        recorder.ended = true;
+                        recorder.end(None);
+                        if recorder.storing.is_some() {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
                 }
                 Poll::Ready(next)
             }
@@ -94,6 +112,19 @@ pub struct Recorder {
     started: Instant,
     items: Vec<Value>,
     offsets_ms: Vec<f64>,
+    /// The recorded outcome on its way to disk.
+    storing: Option<Storing>,
+    /// The inner stream has ended.
+    ended: bool,
+}
+
+/// Waits until a recorded stream is stored.
+struct Storing(Pin<Box<dyn Future<Output = Result<(), cacheow_engine::WriteError>> + Send>>);
+
+impl std::fmt::Debug for Storing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Storing")
+    }
 }
 
 impl Recorder {
@@ -140,7 +171,9 @@ impl Recorder {
         }
         // Offsets vary run to run; the same items are the same outcome.
         outcome.fingerprint = Some(stream_fingerprint(&outcome));
-        call.record(Some(outcome));
+        self.storing = call
+            .record(Some(outcome))
+            .map(|recording| Storing(Box::pin(recording.persisted())));
     }
 }
 

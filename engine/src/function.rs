@@ -195,12 +195,33 @@ impl Recording {
         }
     }
 
-    /// `persisted` for code outside an async runtime.
+    /// `persisted` for a sync caller, blocking its thread; unlike tokio's
+    /// `blocking_recv` this is allowed inside a runtime (a sync function
+    /// called from async code blocks its thread anyway).
     pub fn persisted_blocking(self) -> Result<(), WriteError> {
         match self.ack {
-            Some(rx) => rx.blocking_recv().unwrap_or(Err(WriteError::WriterGone)),
+            Some(rx) => park_until(rx).unwrap_or(Err(WriteError::WriterGone)),
             None => Ok(()),
         }
+    }
+}
+
+/// Polls `future` on this thread, parking it between wake-ups.
+fn park_until<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 
@@ -294,6 +315,15 @@ impl FunctionHandle {
         self.record_with(key, &fingerprint, move || new)
     }
 
+    /// Like `record`, but the `Recording` can always be waited on until the
+    /// outcome (or a repeat's count) is stored, durable mode or not: for a
+    /// caller that must not return before its result is on disk, yet must
+    /// not block a thread flushing everything (an async function).
+    pub fn record_awaitable(&self, key: Option<CallKey>, new: NewOutcome) -> Recording {
+        let fingerprint = new.fingerprint_bytes();
+        self.record_inner(key, &fingerprint, move || new, true)
+    }
+
     /// Like `record`, but builds the outcome only when it is new: a repeat
     /// of a known outcome just counts, which keeps recording cheap when an
     /// upstream answers the same thing again and again.
@@ -302,6 +332,16 @@ impl FunctionHandle {
         key: Option<CallKey>,
         fingerprint: &[u8],
         build: impl FnOnce() -> NewOutcome,
+    ) -> Recording {
+        self.record_inner(key, fingerprint, build, false)
+    }
+
+    fn record_inner(
+        &self,
+        key: Option<CallKey>,
+        fingerprint: &[u8],
+        build: impl FnOnce() -> NewOutcome,
+        awaitable: bool,
     ) -> Recording {
         let id = OutcomeId::for_content(key.as_ref(), fingerprint);
         let existing = read(&self.state.outcomes).get(&id).cloned();
@@ -312,7 +352,9 @@ impl FunctionHandle {
             {
                 write(&self.state.outcomes).mark_latest(key, id);
             }
-            let ack = if self.shared.options.durable {
+            let ack = if awaitable {
+                Some(self.persist_acked(Write::PutOutcome(existing.snapshot())))
+            } else if self.shared.options.durable {
                 self.persist(Write::PutOutcome(existing.snapshot()))
             } else {
                 // Internal: counts are written with the stats, off the
@@ -345,7 +387,11 @@ impl FunctionHandle {
             request: new.request,
         };
         write(&self.state.outcomes).insert(outcome.clone());
-        let ack = self.persist(Write::PutOutcome(outcome));
+        let ack = if awaitable {
+            Some(self.persist_acked(Write::PutOutcome(outcome)))
+        } else {
+            self.persist(Write::PutOutcome(outcome))
+        };
         Recording {
             outcome_id: id,
             is_new: true,
@@ -503,17 +549,21 @@ impl FunctionHandle {
 
     fn persist(&self, write: Write) -> Option<oneshot::Receiver<Result<(), WriteError>>> {
         if self.shared.options.durable {
-            let (tx, rx) = oneshot::channel();
-            self.shared.writer.submit_with_ack(
-                write,
-                Box::new(move |result| {
-                    let _ = tx.send(result);
-                }),
-            );
-            Some(rx)
+            Some(self.persist_acked(write))
         } else {
             self.shared.writer.submit(write);
             None
         }
+    }
+
+    fn persist_acked(&self, write: Write) -> oneshot::Receiver<Result<(), WriteError>> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.writer.submit_with_ack(
+            write,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx
     }
 }

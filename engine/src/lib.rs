@@ -36,6 +36,7 @@ mod outcome;
 pub use cacheow_storage::{
     CallKey, Function, FunctionId, FunctionKind, IdError, MockEntry, Mode, OpenError, Outcome,
     OutcomeId, OutcomeType, ParseModeError, RebuildFailure, RebuildReport, Stats, Timestamp,
+    WriteError,
 };
 pub use decide::{AnyOutcome, CallReason, Decision, ReplayFilter, Source};
 pub use engine::{Engine, EngineOptions, FunctionSpec};

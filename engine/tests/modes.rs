@@ -180,3 +180,38 @@ fn mock_entries_must_name_outcomes_and_carry_valid_weights() {
     assert!(err.to_string().contains("entries[0].weight"), "{err}");
     assert!(f.snapshot().mock_entries.is_empty());
 }
+
+/// A sync function called from async code waits for its recording without
+/// the panic tokio's `blocking_recv` raises inside a runtime; an async one
+/// awaits it.
+#[test]
+fn a_recording_can_be_waited_on_inside_a_runtime_blocking_or_awaiting() {
+    let (_dir, engine) = engine();
+    let f = function(&engine);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let blocking = f.record_awaitable(
+            Some(CallKey::of_bytes(b"sync")),
+            NewOutcome::returned(json!(1)),
+        );
+        blocking.persisted_blocking().unwrap();
+        let awaited = f.record_awaitable(
+            Some(CallKey::of_bytes(b"async")),
+            NewOutcome::returned(json!(2)),
+        );
+        awaited.persisted().await.unwrap();
+    });
+    let files = std::fs::read_dir(
+        engine
+            .data_dir()
+            .join("functions")
+            .join(f.id().to_string())
+            .join("outcomes"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(files, 2, "both outcomes are on disk when the waits return");
+}
