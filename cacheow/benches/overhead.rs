@@ -3,6 +3,9 @@
 //! `CACHEOW_ENABLE` (the wrapper must cost nothing measurable) and with
 //! `CACHEOW_ENABLE=1` in cache mode (the cost of a replay of a small value).
 
+// Internal: criterion's macros define public functions without docs.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use cacheow::{Mode, cacheow, function_id};

@@ -20,6 +20,9 @@ pin_project_lite::pin_project! {
     /// through, or recorded on the way) or a replay.
     #[project = CallStreamProjection]
     #[derive(Debug)]
+    // Internal: pin-project-lite takes no doc comments on variant fields;
+    // each variant's doc says what its fields hold.
+    #[allow(missing_docs)]
     pub enum CallStream<S, C: Codec> {
         /// cacheow is off: the real stream, untouched.
         Direct { #[pin] inner: S },

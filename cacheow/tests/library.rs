@@ -35,11 +35,17 @@ fn in_child(case: &str, env: &[(&str, &str)], body: impl FnOnce()) -> Option<Pat
         child.env(key, value);
     }
     let output = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "case {case} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
+        "case {case} failed:\n{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    // Internal: a case name that matches no test would run nothing and
+    // pass; the child must have run exactly this one.
+    assert!(
+        stdout.contains("test result: ok. 1 passed;"),
+        "case {case} did not run exactly one test in the child:\n{stdout}"
     );
     Some(dir)
 }

@@ -120,13 +120,28 @@ fn mock_without_entries_is_uniform_and_empty_is_an_error() {
     let f = function(&engine);
     f.set_mode(Mode::Mock);
     assert!(f.decide(&CallKey::of_bytes(b"x")).is_err());
-    f.record(
-        Some(CallKey::of_bytes(b"1")),
-        NewOutcome::returned(json!(1)),
-    );
-    match f.decide(&CallKey::of_bytes(b"x")).unwrap() {
-        Decision::Replay { source, .. } => assert_eq!(source, Source::Mock),
-        other => panic!("{other:?}"),
+    for n in 0..3 {
+        f.record(
+            Some(CallKey::of_bytes(&[n])),
+            NewOutcome::returned(json!(n)),
+        );
+    }
+    // A call never seen picks uniformly among all outcomes: 600 picks of 3,
+    // each 200 ± 60 (over five standard deviations).
+    let mut picks = [0usize; 3];
+    for _ in 0..600 {
+        match f.decide(&CallKey::of_bytes(b"unseen")).unwrap() {
+            Decision::Replay {
+                source, outcome, ..
+            } => {
+                assert_eq!(source, Source::Mock);
+                picks[outcome.outcome().value.as_u64().unwrap() as usize] += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for count in picks {
+        assert!((140..=260).contains(&count), "not uniform: {picks:?}");
     }
 }
 

@@ -284,6 +284,125 @@ mod tests {
         );
     }
 
+    /// One golden key per key part, each varying that part alone from the
+    /// base request: a change to how any part is keyed shows here.
+    #[test]
+    fn golden_key_per_part() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            map
+        };
+        let keyed = |rules: &KeyRules, input: KeyInput<'_>| call_key(rules, &input).to_string();
+        let base = |headers: &'static HeaderMap| KeyInput {
+            method: "GET",
+            scheme: "http",
+            host: "api.test",
+            path: "/v1/x",
+            query: None,
+            headers,
+            body: b"",
+        };
+        let none: &'static HeaderMap = Box::leak(Box::new(HeaderMap::new()));
+        let json: &'static HeaderMap =
+            Box::leak(Box::new(headers(&[("content-type", "application/json")])));
+        let form: &'static HeaderMap = Box::leak(Box::new(headers(&[(
+            "content-type",
+            "application/x-www-form-urlencoded",
+        )])));
+        let multi: &'static HeaderMap = Box::leak(Box::new(headers(&[(
+            "content-type",
+            "multipart/form-data; boundary=b",
+        )])));
+        let tenant: &'static HeaderMap = Box::leak(Box::new(headers(&[("x-tenant", "t1")])));
+        let range: &'static HeaderMap = Box::leak(Box::new(headers(&[("range", "bytes=0-9")])));
+        let with_tenant = KeyRules {
+            include_headers: vec!["x-tenant".into()],
+            ..KeyRules::default()
+        };
+        let rules = KeyRules::default();
+        let cases = [
+            ("base", keyed(&rules, base(none))),
+            ("method", keyed(&rules, KeyInput { method: "POST", ..base(none) })),
+            ("scheme", keyed(&rules, KeyInput { scheme: "https", ..base(none) })),
+            ("host", keyed(&rules, KeyInput { host: "other.test", ..base(none) })),
+            ("path", keyed(&rules, KeyInput { path: "/v1/y", ..base(none) })),
+            ("query", keyed(&rules, KeyInput { query: Some("b=2&a=1"), ..base(none) })),
+            ("included header", keyed(&with_tenant, base(tenant))),
+            ("range", keyed(&rules, base(range))),
+            ("json body", keyed(&rules, KeyInput { body: br#"{"z":1,"a":2}"#, ..base(json) })),
+            ("form body", keyed(&rules, KeyInput { body: b"b=2&a=1", ..base(form) })),
+            (
+                "multipart body",
+                keyed(&rules, KeyInput {
+                    body: b"--b\r\ncontent-disposition: form-data; name=\"f\"\r\n\r\nv\r\n--b--\r\n",
+                    ..base(multi)
+                }),
+            ),
+            ("raw body", keyed(&rules, KeyInput { body: &[0, 159, 146, 150], ..base(none) })),
+        ];
+        let golden = [
+            (
+                "base",
+                "92b0614b1cc534cb01a62ee9d740f02004370890149def71d6bb7fb78591d366",
+            ),
+            (
+                "method",
+                "1896becbc8b2794afe461a519424b45f8697083ad933419d25ab972e7e8330bc",
+            ),
+            (
+                "scheme",
+                "6abe807066d5c2e96ee7e7f4ff2b78784ab28b6a6f0b74d227181633476b6de5",
+            ),
+            (
+                "host",
+                "b232ee2b413adad06ff9e54636241592f250f67d853368066506478badef0109",
+            ),
+            (
+                "path",
+                "768bea0e50414c8c77331cf70c7a6c9096307240cde2bd432b5d8209c67e193c",
+            ),
+            (
+                "query",
+                "db2d24c385c323b1ff99897bf9e16065d61b3fa8f6cd8b8f7f575e44749224a4",
+            ),
+            (
+                "included header",
+                "30311ab5fb33389f03f10b7784853c7d056d8cbe07176101993753283141c443",
+            ),
+            (
+                "range",
+                "a95de75c905cc92ad494bbf7b15585c2030967721513169c6b89abaefa396d90",
+            ),
+            (
+                "json body",
+                "851740c3c94018230ee39bc9843feedc6d830c27be8ae8a1a90b09df5dec4294",
+            ),
+            (
+                "form body",
+                "663bf4089ee60358da40a622bc387acec0411ac9b3948c1915edd1217b135aee",
+            ),
+            (
+                "multipart body",
+                "ed82c753ccecc2723303fb26887db9dfaea44b29ec81b441e8a28d53de4cf203",
+            ),
+            (
+                "raw body",
+                "2ba2096eec89ece71106f7a181c559448efd40a01764e7d4d3ff59209169581c",
+            ),
+        ];
+        let computed: Vec<(&str, &str)> = cases
+            .iter()
+            .map(|(part, key)| (*part, key.as_str()))
+            .collect();
+        assert_eq!(computed, golden);
+    }
+
     #[test]
     fn json_order_whitespace_and_query_order_do_not_matter() {
         let rules = KeyRules::default();

@@ -115,7 +115,6 @@ pub enum WriteError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Another write in the same transaction failed, so this one was lost too.
     /// The write is committed to the index, but its JSON file could not be
     /// written yet; the mirror catches up once the cause clears.
     #[error("committed to the index, but its JSON file lags: {reason}")]
@@ -123,6 +122,7 @@ pub enum WriteError {
         /// Why the file could not be written.
         reason: String,
     },
+    /// Another write in the same transaction failed, so this one was lost too.
     #[error("index write failed with its batch: {reason}")]
     BatchRejected {
         /// The batch's error.

@@ -83,7 +83,7 @@ pub(crate) fn check_file_version(value: &serde_json::Value) -> Result<(), String
     match value.get(VERSION_KEY) {
         None => Err(format!("missing `{VERSION_KEY}`")),
         Some(v) => match v.as_u64() {
-            Some(n) if n as u32 == SCHEMA_VERSION => Ok(()),
+            Some(n) if n == u64::from(SCHEMA_VERSION) => Ok(()),
             Some(n) if n > u64::from(SCHEMA_VERSION) => Err(format!(
                 "written by a newer cacheow (schema version {n}, this one reads {SCHEMA_VERSION})"
             )),
@@ -108,4 +108,21 @@ pub(crate) fn unstamp(mut value: serde_json::Value) -> serde_json::Value {
         fields.shift_remove(VERSION_KEY);
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_versions_are_compared_whole() {
+        let stamped = |v: serde_json::Value| serde_json::json!({ VERSION_KEY: v });
+        assert!(check_file_version(&stamped(SCHEMA_VERSION.into())).is_ok());
+        // Internal: 2^32 + 1 truncated to 32 bits would read as version 1.
+        let wrapped = u64::from(u32::MAX) + 1 + u64::from(SCHEMA_VERSION);
+        let err = check_file_version(&stamped(wrapped.into())).unwrap_err();
+        assert!(err.contains("newer cacheow"), "{err}");
+        assert!(check_file_version(&stamped("1".into())).is_err());
+        assert!(check_file_version(&serde_json::json!({})).is_err());
+    }
 }

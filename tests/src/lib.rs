@@ -87,6 +87,7 @@ pub struct Wrapped {
 }
 
 impl Wrapped {
+    /// Starts `bin` with cacheow enabled on `data_dir`.
     pub fn start(bin: &str, data_dir: &Path) -> Wrapped {
         let mut child = Command::new(bin)
             .env("CACHEOW_ENABLE", "1")
