@@ -66,7 +66,7 @@ pub async fn serve_control(
                 let control = control.clone();
                 let service = service_fn(move |request| respond(control.clone(), request));
                 let (stream, connection) =
-                    Connection::accepted(stream, peer, &watcher, ConnectionTimeouts::LIBRARY);
+                    Connection::accepted(stream, peer, watcher.watcher(), ConnectionTimeouts::LIBRARY);
                 serve_connection(stream, service, connection);
             }
             () = &mut shutdown => break,

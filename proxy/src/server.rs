@@ -68,6 +68,20 @@ pub(crate) struct AppState {
     pub(crate) leaves: LeafCache,
     /// The control API on the main listener.
     pub(crate) control: Arc<Control>,
+    /// Watches every connection, plain or inside a CONNECT, so a clean stop
+    /// finishes their open requests; `None` once the stop has begun.
+    shutdown: std::sync::Mutex<Option<GracefulShutdown>>,
+}
+
+impl AppState {
+    /// A watcher for a new connection, or `None` when cacheow is stopping.
+    pub(crate) fn watcher(&self) -> Option<Watcher> {
+        self.shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(GracefulShutdown::watcher)
+    }
 }
 
 /// Which listener a connection came in on.
@@ -181,6 +195,7 @@ pub async fn run(
         engine: engine.clone(),
         config,
         control,
+        shutdown: std::sync::Mutex::new(Some(GracefulShutdown::new())),
     });
     let reverse_addrs: Vec<(SocketAddr, String)> = reverse
         .iter()
@@ -188,10 +203,8 @@ pub async fn run(
         .collect();
     on_ready(main_addr, &reverse_addrs, &engine);
 
-    let graceful = GracefulShutdown::new();
     let mut accepts = tokio::task::JoinSet::new();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let watcher = Arc::new(graceful);
     let token = state.config.token.is_some();
     let mut listeners = vec![(
         main,
@@ -212,7 +225,6 @@ pub async fn run(
     let timeouts = ConnectionTimeouts::of(&state.config);
     for (listener, bound) in listeners {
         let state = state.clone();
-        let watcher = watcher.clone();
         let mut stop = stop_tx.subscribe();
         accepts.spawn(async move {
             loop {
@@ -220,7 +232,10 @@ pub async fn run(
                     (stream, peer) = accept(&listener) => {
                         let state = state.clone();
                         let bound = bound.clone();
-                        let (stream, connection) = Connection::accepted(stream, peer, &watcher, timeouts);
+                        let Some(watcher) = state.watcher() else {
+                            return;
+                        };
+                        let (stream, connection) = Connection::accepted(stream, peer, watcher, timeouts);
                         match bound.kind {
                             Listener::Main => {
                                 tokio::spawn(serve_main(state, stream, bound, connection));
@@ -243,8 +258,13 @@ pub async fn run(
     tracing::info!("shutting down: finishing open requests, then flushing the store");
     let _ = stop_tx.send(());
     while accepts.join_next().await.is_some() {}
-    let watcher = Arc::try_unwrap(watcher).unwrap_or_else(|_| GracefulShutdown::new());
-    if tokio::time::timeout(Duration::from_secs(5), watcher.shutdown())
+    let graceful = state
+        .shutdown
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
         .await
         .is_err()
     {
@@ -322,13 +342,13 @@ impl Connection {
     pub(crate) fn accepted(
         stream: TcpStream,
         peer: SocketAddr,
-        shutdown: &GracefulShutdown,
+        watcher: Watcher,
         timeouts: ConnectionTimeouts,
     ) -> (Deadline<TcpStream>, Connection) {
         let _ = stream.set_nodelay(true);
         let (stream, first) = Deadline::new(stream, timeouts.first_request());
         let connection = Connection {
-            watcher: shutdown.watcher(),
+            watcher,
             peer,
             first,
             timeouts,

@@ -347,6 +347,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeouts = ConnectionTimeouts::of(&state.config);
+    // Internal: watched like a plain connection, so a clean stop finishes
+    // the intercepted requests in flight.
+    let Some(watcher) = state.watcher() else {
+        return;
+    };
     let service = service_fn(move |request: Request<Incoming>| {
         let state = state.clone();
         let target = Target {
@@ -368,7 +373,8 @@ where
     });
     let connection = crate::server::http_builder(timeouts)
         .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await;
+        .into_owned();
+    let connection = watcher.watch(connection).await;
     if let Err(e) = connection {
         tracing::debug!(error = %e, "tunnelled connection ended with an error");
     }

@@ -477,3 +477,28 @@ async fn reverse_listeners_reach_https_upstreams() {
         format!("GET {}/base/v1/users/{{id}}", upstream.url())
     );
 }
+
+/// A clean stop (SIGTERM) finishes a request in flight inside an
+/// intercepted CONNECT, like one on a plain connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_an_intercepted_https_request_completes_it() {
+    let test_ca = TestCa::new();
+    let slow: Handler = Arc::new(|_, _| {
+        std::thread::sleep(Duration::from_millis(3500));
+        json_reply(&json!({"slow": "but whole"}))
+    });
+    let upstream = HttpsUpstream::start(slow, &test_ca, Alpn::H2AndHttp1).await;
+    let mut cacheow = Cacheow::start(&["--upstream-ca", test_ca.path().to_str().unwrap()]);
+    let (proxy, cacert) = (cacheow.url(), ca_cert(&cacheow));
+    let url = format!("{}/slow", upstream.url());
+    let in_flight = tokio::spawn(async move { curl(&proxy, &cacert, &url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::task::block_in_place(|| cacheow.stop());
+    // Internal: the reply comes ~3 s after the stop began; an unwatched
+    // connection would be gone by then.
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.code, 0, "curl failed: {reply:?}");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["slow"], "but whole");
+    assert!(status.success(), "cacheow exits cleanly: {status}");
+}
