@@ -654,11 +654,9 @@ async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> Ap
     let mut settings = Map::new();
     for (key, value) in body {
         match key.as_str() {
-            crate::forward::REPLAY_SPEED => {
-                let valid = value.is_null()
-                    || value
-                        .as_f64()
-                        .is_some_and(crate::forward::valid_replay_speed);
+            crate::replay::SPEED => {
+                let valid =
+                    value.is_null() || value.as_f64().is_some_and(crate::replay::valid_speed);
                 if !valid {
                     return Err(ApiError::field(
                         "invalid_field",
@@ -670,7 +668,7 @@ async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> Ap
                 }
                 settings.insert(key, value);
             }
-            crate::forward::REPLAY_DURATION => {
+            crate::replay::DURATION => {
                 if !(value.is_null() || value.is_boolean()) {
                     return Err(ApiError::field(
                         "invalid_field",
@@ -820,14 +818,14 @@ async fn add_manual(
             if let Some(ms) = body.get("duration_ms") {
                 outcome.duration_ms = ms
                     .as_f64()
-                    .filter(|ms| (0.0..=crate::outcome_http::MAX_WAIT_MS).contains(ms))
+                    .filter(|ms| (0.0..=crate::replay::MAX_WAIT_MS).contains(ms))
                     .ok_or_else(|| {
                         ApiError::field(
                             "invalid_field",
                             "duration_ms",
                             format!(
                                 "`duration_ms` must be a number from 0 to {}",
-                                crate::outcome_http::MAX_WAIT_MS
+                                crate::replay::MAX_WAIT_MS
                             ),
                         )
                     })?;

@@ -286,7 +286,7 @@ impl Replay {
             );
         };
         let started = *self.started.get_or_insert_with(Instant::now);
-        let due = started + crate::outcome_http::scaled_wait(*offset, self.speed);
+        let due = started + crate::replay::scaled_wait(*offset, self.speed);
         if due > Instant::now() {
             let sleep = self
                 .sleep

@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use crate::call_key::KeyRules;
 use crate::cli::ServeArgs;
+use crate::host_pattern::HostPattern;
 use crate::redact::Redaction;
 use crate::route::{RoutePattern, RouteRule, RouteTable};
-use crate::tunnel::HostPattern;
 
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8765;
@@ -370,17 +370,17 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         let mut initial_config = serde_json::Map::new();
         if let Some(speed) = &route.replay_speed {
             let value = *speed.get_ref();
-            if !crate::forward::valid_replay_speed(value) {
+            if !crate::replay::valid_speed(value) {
                 return Err(ConfigError(format!(
                     "config file `{}`, line {}, key route[{i}].replay_speed: must be a number from 0 to 100 (1 = as recorded, 0 = at once)",
                     path.display(),
                     line_of(speed.span().start)
                 )));
             }
-            initial_config.insert(crate::forward::REPLAY_SPEED.into(), value.into());
+            initial_config.insert(crate::replay::SPEED.into(), value.into());
         }
         if let Some(on) = route.replay_duration {
-            initial_config.insert(crate::forward::REPLAY_DURATION.into(), on.into());
+            initial_config.insert(crate::replay::DURATION.into(), on.into());
         }
         rules.push(RouteRule::new(pattern, mode, keys, initial_config));
     }

@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 pub use crate::api::OutcomeCheck;
 use crate::api::{self, Control};
 use crate::body::ProxyBody;
+use crate::connection::{Connection, ConnectionTimeouts, accept, serve_connection};
 use crate::error::bad_target;
-use crate::server::{Connection, ConnectionTimeouts, accept, serve_connection};
 
 /// How long open requests may run on after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -25,7 +25,7 @@ use crate::outcome_http::{
     response_outcome,
 };
 use crate::redact::Redaction;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::upstream::{self, UpstreamFailure};
 
 /// Where a proxied request goes.
@@ -340,30 +340,18 @@ impl Recorded {
 /// recorded gaps, 0 as fast as possible.
 fn replay_speed(function: &FunctionHandle) -> f64 {
     function
-        .setting(REPLAY_SPEED)
+        .setting(crate::replay::SPEED)
         .and_then(|v| v.as_f64())
-        .filter(|speed| valid_replay_speed(*speed))
+        .filter(|speed| crate::replay::valid_speed(*speed))
         .unwrap_or(1.0)
 }
-
-/// The config key of the stream replay speed.
-pub(crate) const REPLAY_SPEED: &str = "replay_speed";
-
-/// A `replay_speed` scales recorded gaps: 0 (at once) up to 100 (a hundred
-/// times slower); beyond that a replay would outlast any client.
-pub(crate) fn valid_replay_speed(speed: f64) -> bool {
-    (0.0..=100.0).contains(&speed)
-}
-
-/// The config key that makes replayed responses take their recorded time.
-pub(crate) const REPLAY_DURATION: &str = "replay_duration";
 
 /// A function's `replay_duration` setting: a replayed response waits as long
 /// as the recorded call took (scaled by `replay_speed`), as streams keep
 /// their gaps. Off by default: replays are instant.
 fn replay_duration(function: &FunctionHandle) -> bool {
     function
-        .setting(REPLAY_DURATION)
+        .setting(crate::replay::DURATION)
         .and_then(|v| v.as_bool())
         .unwrap_or(false)
 }
@@ -394,7 +382,7 @@ impl Call<'_> {
             } => {
                 if replay_duration(self.function) {
                     let speed = replay_speed(self.function);
-                    tokio::time::sleep(crate::outcome_http::scaled_wait(*duration, speed)).await;
+                    tokio::time::sleep(crate::replay::scaled_wait(*duration, speed)).await;
                 }
                 let response =
                     self.respond(*status, headers, ProxyBody::full(body.clone()), source);

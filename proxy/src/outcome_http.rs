@@ -369,25 +369,6 @@ pub(crate) fn prepare(outcome: &Outcome) -> PreparedOutcome {
     PreparedOutcome { reply, requires }
 }
 
-/// The longest recorded time (a call's duration, a chunk's offset) a replay
-/// waits: one hour, in milliseconds.
-pub(crate) const MAX_WAIT_MS: f64 = 3_600_000.0;
-
-/// A recorded time in milliseconds as a wait, clamped to `[0, MAX_WAIT_MS]`
-/// so a hand-edited file can never make a replay overflow.
-pub(crate) fn recorded_wait(ms: f64) -> Duration {
-    if ms > 0.0 {
-        Duration::from_secs_f64(ms.min(MAX_WAIT_MS) / 1000.0)
-    } else {
-        Duration::ZERO
-    }
-}
-
-/// A recorded wait scaled by a replay speed, clamped like `recorded_wait`.
-pub(crate) fn scaled_wait(wait: Duration, speed: f64) -> Duration {
-    recorded_wait(wait.as_secs_f64() * 1000.0 * speed)
-}
-
 fn prepare_reply(outcome: &Outcome) -> Prepared {
     match outcome.outcome_type {
         OutcomeType::Exception => Prepared::Failure {
@@ -396,14 +377,14 @@ fn prepare_reply(outcome: &Outcome) -> Prepared {
                 .clone()
                 .unwrap_or_else(|| "protocol_error".into()),
             message: outcome.exception_message.clone().unwrap_or_default(),
-            duration: recorded_wait(outcome.duration_ms),
+            duration: crate::replay::recorded_wait(outcome.duration_ms),
         },
         OutcomeType::Return => match response_parts(&outcome.value) {
             Ok((status, headers, body)) => Prepared::Response {
                 status,
                 headers,
                 body,
-                duration: recorded_wait(outcome.duration_ms),
+                duration: crate::replay::recorded_wait(outcome.duration_ms),
             },
             Err(reason) => Prepared::Invalid(format!(
                 "outcome {} cannot be replayed: {reason}",
@@ -442,7 +423,7 @@ pub(crate) fn stream_parts(value: &Value) -> Result<(StatusCode, HeaderMap, Vec<
             .ok_or_else(|| format!("`chunks[{i}].offset_ms` must be a number ≥ 0"))?;
         let data = body_from_json(item.get("data").unwrap_or(&Value::Null))
             .map_err(|e| format!("`chunks[{i}].data`: {e}"))?;
-        chunks.push((recorded_wait(offset), data));
+        chunks.push((crate::replay::recorded_wait(offset), data));
     }
     Ok((status, headers, chunks))
 }

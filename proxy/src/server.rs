@@ -8,27 +8,26 @@ use cacheow_engine::{Engine, EngineError, EngineOptions};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Map, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::Instrument;
 
 use crate::api::{self, Control};
 use crate::body::ProxyBody;
 use crate::config::{self, Config, Upstream};
-use crate::deadline::{Deadline, FirstRequest};
+use crate::connection::{Connection, ConnectionTimeouts, accept, serve_connection};
+use crate::deadline::Deadline;
 use crate::error::AbortConnection;
 use crate::error::bad_target;
 use crate::forward::{self, Target};
 use crate::guard;
 use crate::request_line::{self, FirstLine};
 use crate::rewind::Rewind;
+use crate::state::AppState;
 use crate::tls::{Ca, CaError, LeafCache};
 use crate::tunnel;
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream;
 
 /// Why `run` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -57,68 +56,11 @@ impl RunError {
     }
 }
 
-/// Shared by every connection.
-pub(crate) struct AppState {
-    pub(crate) engine: Engine,
-    pub(crate) config: Config,
-    pub(crate) client: UpstreamClient,
-    /// HTTP/1.1-only twin of `client`, for upgrades (WebSocket).
-    pub(crate) upgrade_client: UpstreamClient,
-    /// Leaf certificates for intercepted CONNECTs.
-    pub(crate) leaves: LeafCache,
-    /// The control API on the main listener.
-    pub(crate) control: Arc<Control>,
-    /// Watches every connection, plain or inside a CONNECT, so a clean stop
-    /// finishes their open requests; `None` once the stop has begun.
-    shutdown: std::sync::Mutex<Option<GracefulShutdown>>,
-}
-
-impl AppState {
-    /// A watcher for a new connection, or `None` when cacheow is stopping.
-    pub(crate) fn watcher(&self) -> Option<Watcher> {
-        self.shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(GracefulShutdown::watcher)
-    }
-}
-
 /// Which listener a connection came in on.
 #[derive(Clone)]
 enum Listener {
     Main,
     Reverse(Arc<Upstream>),
-}
-
-/// How long a connection may take before it sends what it must.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnectionTimeouts {
-    /// Until a new connection starts its first request.
-    pub(crate) idle: Duration,
-    /// Until a request head is complete, and between requests on a
-    /// kept-alive HTTP/1.1 connection (hyper's header timer).
-    pub(crate) header: Duration,
-}
-
-impl ConnectionTimeouts {
-    /// The in-process panel's: the defaults of `serve`'s flags.
-    pub(crate) const LIBRARY: ConnectionTimeouts = ConnectionTimeouts {
-        idle: Duration::from_secs(60),
-        header: Duration::from_secs(75),
-    };
-
-    /// The time a new connection has to deliver its first request.
-    fn first_request(self) -> Duration {
-        self.idle + self.header
-    }
-
-    pub(crate) fn of(config: &Config) -> Self {
-        Self {
-            idle: config.idle_timeout,
-            header: config.header_timeout,
-        }
-    }
 }
 
 /// A listener, whether its clients must show the token (off loopback they
@@ -275,20 +217,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The next connection. Errors such as EMFILE are transient: log, back off
-/// instead of spinning, and try again.
-pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 /// A connection on the main listener: its first request line is checked
 /// (and an unbracketed IPv6 target mended) before hyper serves it.
 async fn serve_main(
@@ -325,94 +253,6 @@ async fn serve_main(
     let service =
         service_fn(move |request| dispatch(state.clone(), request, bound.clone(), mended));
     serve_connection(Rewind::new(prefix, stream), service, connection);
-}
-
-/// What serving one accepted connection needs besides its socket.
-pub(crate) struct Connection {
-    /// Keeps a clean stop waiting for the connection's open requests.
-    pub(crate) watcher: Watcher,
-    pub(crate) peer: SocketAddr,
-    /// Lifts the first-request deadline of the connection's socket.
-    pub(crate) first: FirstRequest,
-    pub(crate) timeouts: ConnectionTimeouts,
-}
-
-impl Connection {
-    /// A just-accepted socket, under its first-request deadline.
-    pub(crate) fn accepted(
-        stream: TcpStream,
-        peer: SocketAddr,
-        watcher: Watcher,
-        timeouts: ConnectionTimeouts,
-    ) -> (Deadline<TcpStream>, Connection) {
-        let _ = stream.set_nodelay(true);
-        let (stream, first) = Deadline::new(stream, timeouts.first_request());
-        let connection = Connection {
-            watcher,
-            peer,
-            first,
-            timeouts,
-        };
-        (stream, connection)
-    }
-}
-
-/// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `io` in its own task,
-/// watched for graceful shutdown.
-pub(crate) fn serve_connection<I, S, B>(io: I, service: S, connection: Connection)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let Connection {
-        watcher,
-        peer,
-        first,
-        timeouts,
-    } = connection;
-    let service = service_fn(move |request| {
-        first.arrived();
-        service.call(request)
-    });
-    let connection = http_builder(timeouts)
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let connection = watcher.watch(connection);
-    let span = tracing::debug_span!("connection", %peer);
-    tokio::spawn(
-        async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
-        .instrument(span),
-    );
-}
-
-/// How often an HTTP/2 client is pinged, and how long its answer may take.
-const HTTP2_PING_EVERY: Duration = Duration::from_secs(60);
-const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The HTTP/1.1 and HTTP/2 server settings of every connection.
-pub(crate) fn http_builder(timeouts: ConnectionTimeouts) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header);
-    // Internal: pings find dead HTTP/2 peers; a live one may stay idle, as
-    // clients multiplex every call onto one connection.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(HTTP2_PING_EVERY))
-        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
-    builder
 }
 
 /// `route` behind the listener's guard, with `connection: close` on every

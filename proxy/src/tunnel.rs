@@ -23,12 +23,13 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
+use crate::connection::ConnectionTimeouts;
 use crate::error::bad_target;
 use crate::error::{AbortConnection, ErrorKind, json_response};
 use crate::forward::{self, Target};
 use crate::headers::{self, strip_hop_by_hop};
 use crate::rewind::Rewind;
-use crate::server::{AppState, ConnectionTimeouts};
+use crate::state::AppState;
 use crate::upstream;
 
 /// How long a client may take, after CONNECT, to send its first bytes and
@@ -99,92 +100,6 @@ impl ConnectTarget {
     }
 }
 
-/// A `--no-intercept` pattern: a glob over the host, optionally with a
-/// port (`host:port`, `[v6]:port`), where `*` matches any run of characters
-/// and `?` one character, ignoring case.
-#[derive(Debug, Clone)]
-pub(crate) struct HostPattern {
-    host: String,
-    port: Option<String>,
-}
-
-impl HostPattern {
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let pattern = text.trim().to_ascii_lowercase();
-        if pattern.is_empty() {
-            return Err("the pattern is empty".into());
-        }
-        if let Some(c) = pattern
-            .chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || "-._:[]*?".contains(c)))
-        {
-            return Err(format!(
-                "`{text}` has `{c}`; a pattern is a host name (or host:port) with * and ? wildcards"
-            ));
-        }
-        let (host, port) = if let Some(rest) = pattern.strip_prefix('[') {
-            let (host, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("`{text}` opens `[` without closing it"))?;
-            match after {
-                "" => (host, None),
-                _ => match after.strip_prefix(':') {
-                    Some(port) => (host, Some(port)),
-                    None => return Err(format!("`{text}`: expected `:port` after `]`")),
-                },
-            }
-        } else {
-            match pattern.split_once(':') {
-                // One colon: host:port. More: a bare IPv6 address.
-                Some((host, port)) if !port.contains(':') => (host, Some(port)),
-                _ => (pattern.as_str(), None),
-            }
-        };
-        if host.is_empty() || port.is_some_and(str::is_empty) {
-            return Err(format!("`{text}` has an empty host or port"));
-        }
-        Ok(Self {
-            host: host.to_owned(),
-            port: port.map(str::to_owned),
-        })
-    }
-
-    fn matches(&self, target: &ConnectTarget) -> bool {
-        glob(self.host.as_bytes(), target.host.as_bytes())
-            && self
-                .port
-                .as_ref()
-                .is_none_or(|port| glob(port.as_bytes(), target.port.to_string().as_bytes()))
-    }
-}
-
-/// `*` and `?` glob matching, iterative with one backtrack point.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
 /// Answers a `CONNECT`: intercepts it, or tunnels it blind for
 /// `--no-intercept` hosts.
 pub(crate) async fn connect(
@@ -207,7 +122,11 @@ pub(crate) async fn connect(
             "CONNECT to cacheow's own address: call its API and panel directly, not through the proxy (add it to NO_PROXY)",
         );
     }
-    let blind = state.config.no_intercept.iter().any(|p| p.matches(&target));
+    let blind = state
+        .config
+        .no_intercept
+        .iter()
+        .any(|p| p.matches(&target.host, target.port));
     if blind {
         return tunnel_blind(state, request, target).await;
     }
@@ -371,7 +290,7 @@ where
             }
         }
     });
-    let connection = crate::server::http_builder(timeouts)
+    let connection = crate::connection::http_builder(timeouts)
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let connection = watcher.watch(connection).await;
@@ -502,6 +421,7 @@ fn upgrade_failed(kind: ErrorKind, message: &str) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_pattern::HostPattern;
 
     fn target(text: &str) -> Result<ConnectTarget, String> {
         ConnectTarget::parse(&text.parse::<Uri>().map_err(|e| e.to_string())?)
@@ -532,7 +452,12 @@ mod tests {
 
     #[test]
     fn no_intercept_globs() {
-        let host = |p: &str, t: &str| HostPattern::parse(p).unwrap().matches(&target(t).unwrap());
+        let host = |p: &str, t: &str| {
+            let target = target(t).unwrap();
+            HostPattern::parse(p)
+                .unwrap()
+                .matches(&target.host, target.port)
+        };
         assert!(host("*.pinned.example", "a.pinned.example:443"));
         assert!(host("*.pinned.example", "a.b.PINNED.example:443"));
         assert!(!host("*.pinned.example", "pinned.example:443"));
