@@ -852,8 +852,25 @@ async fn add_manual(
     }
     let recording = function.add_manual(call_key, outcome);
     let outcome_id = recording.outcome_id;
-    if let Err(e) = recording.persisted().await {
-        tracing::error!(function = %function.id(), error = %e, "manual outcome kept in memory but not persisted");
+    let is_new = recording.is_new;
+    // Internal: in durable mode an "ok" means stored, as for proxied calls.
+    match recording.persisted().await {
+        Ok(()) => {}
+        Err(cacheow_storage::WriteError::MirrorLagging { reason }) => {
+            tracing::warn!(function = %function.id(), %reason, "manual outcome committed; its JSON file lags");
+        }
+        Err(e) if !is_new => {
+            tracing::warn!(function = %function.id(), error = %e, "the repeat of a stored manual outcome was not counted");
+        }
+        Err(e) => {
+            tracing::error!(function = %function.id(), error = %e, "manual outcome could not be stored");
+            function.forget_unstored(&outcome_id);
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "persist_failed",
+                format!("the outcome could not be stored, so it was not added: {e}"),
+            ));
+        }
     }
     Ok(ok_json(&json!({"status": "ok", "outcome_id": outcome_id})))
 }

@@ -57,6 +57,16 @@ pub(crate) const SECRET_HEADERS: [&str; 7] = [
     "x-goog-api-key",
 ];
 
+/// What a secret's value is stored as.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+/// True for a header whose value is a secret: a built-in one or one of
+/// `extra` (the config file's `redact_headers`), in any case.
+pub(crate) fn is_secret(name: &str, extra: &[String]) -> bool {
+    SECRET_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(name))
+        || extra.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
+
 /// Response headers that differ between otherwise identical replies, left
 /// out when deciding whether two outcomes are the same.
 pub(crate) const VOLATILE_HEADERS: [&str; 12] = [

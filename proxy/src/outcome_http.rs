@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::body::Chunk;
-use crate::headers::{SECRET_HEADERS, VOLATILE_HEADERS};
+use crate::headers::{REDACTED, VOLATILE_HEADERS};
 
 /// Writes a body in the most readable form that replays byte for byte.
 pub(crate) fn body_to_json(bytes: &[u8], content_encoding: Option<&str>) -> Value {
@@ -89,10 +89,8 @@ pub(crate) fn headers_to_json(headers: &HeaderMap, redact: &[String]) -> Value {
         headers
             .iter()
             .map(|(name, value)| {
-                let secret = SECRET_HEADERS.contains(&name.as_str())
-                    || redact.iter().any(|r| r == name.as_str());
-                let text = if secret {
-                    "[redacted]".to_owned()
+                let text = if crate::headers::is_secret(name.as_str(), redact) {
+                    REDACTED.to_owned()
                 } else {
                     String::from_utf8_lossy(value.as_bytes()).into_owned()
                 };
@@ -266,7 +264,6 @@ impl PreparedOutcome {
 }
 
 /// What a secret header's value is stored as.
-const REDACTED: &str = "[redacted]";
 
 /// Request headers that make a 304 or 412 answer true only for a request
 /// that carries the same condition.

@@ -6,10 +6,7 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::headers::SECRET_HEADERS;
-
-/// What a redacted value is replaced with.
-pub(crate) const REDACTED: &str = "[redacted]";
+use crate::headers::REDACTED;
 
 /// Query parameters whose values are redacted in stored URLs, besides the
 /// configured ones.
@@ -41,8 +38,7 @@ pub(crate) struct Redaction {
 impl Redaction {
     /// True for a request header whose value is a secret.
     pub(crate) fn is_secret_header(&self, name: &str) -> bool {
-        SECRET_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(name))
-            || self.headers.iter().any(|s| s.eq_ignore_ascii_case(name))
+        crate::headers::is_secret(name, &self.headers)
     }
 
     fn is_secret_query(&self, name: &str) -> bool {

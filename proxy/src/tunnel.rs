@@ -271,6 +271,7 @@ where
     let Some(watcher) = state.watcher() else {
         return;
     };
+    let via = crate::guard::via(crate::guard::MAIN_LISTENER);
     let service = service_fn(move |request: Request<Incoming>| {
         let state = state.clone();
         let target = Target {
@@ -278,7 +279,7 @@ where
             authority: authority.clone(),
             path: request.uri().path().to_owned(),
             query: request.uri().query().map(str::to_owned),
-            via: crate::guard::via(crate::guard::MAIN_LISTENER),
+            via: via.clone(),
         };
         async move {
             if let Some(refusal) = crate::guard::loop_refusal(request.headers(), &target.via) {

@@ -159,6 +159,25 @@ async fn durable_mode_on_a_full_disk_never_answers_2xx_for_an_unstored_outcome()
         refused += 1;
     }
     assert_eq!(refused, 5);
+    let warm = cacheow.function("/warm").await;
+    let id = warm["id"].as_str().unwrap().to_owned();
+    let (status, reply) = cacheow
+        .api(
+            http::Method::POST,
+            &format!("/api/functions/{id}/outcomes/manual"),
+            Some(json!({"outcome_type": "return", "value": {"status": 201, "headers": {}, "body": "manual"}})),
+        )
+        .await;
+    assert_eq!(
+        status, 507,
+        "no API ok for a manual outcome that was not stored: {reply}"
+    );
+    let outcomes = cacheow.get(&format!("/api/functions/{id}")).await["outcomes"].clone();
+    assert_eq!(
+        outcomes.as_array().unwrap().len(),
+        1,
+        "and it is not kept in memory: {outcomes}"
+    );
 
     std::fs::remove_file(filler).unwrap();
     let reply = client
