@@ -263,8 +263,6 @@ impl PreparedOutcome {
     }
 }
 
-/// What a secret header's value is stored as.
-
 /// Request headers that make a 304 or 412 answer true only for a request
 /// that carries the same condition.
 const CONDITIONAL_HEADERS: [HeaderName; 5] = [
