@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::codec::{self, Codec, KeyArg, OutcomeView};
 use crate::delay::Delay;
-use crate::manager::{Manager, OutcomeCheckFn};
+use crate::manager::Manager;
+use crate::rust_types::OutcomeCheckFn;
 
 /// One wrapped function: a `static` the macro emits beside its body, so the
 /// function is looked up once, not on every call.

@@ -34,6 +34,7 @@ mod call;
 mod codec;
 mod delay;
 mod manager;
+mod rust_types;
 mod server;
 mod stream;
 

@@ -5,17 +5,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cacheow_engine::{
     Engine, EngineError, EngineOptions, FunctionHandle, FunctionId, FunctionKind, FunctionSpec,
-    MockEntry, Mode, NewOutcome,
+    MockEntry, Mode,
 };
 
-/// Checks whether a function could replay a manual outcome.
-pub(crate) type OutcomeCheckFn = fn(&NewOutcome) -> Result<(), String>;
-
-pub(crate) type OutcomeChecks = Arc<RwLock<HashMap<FunctionId, OutcomeCheckFn>>>;
+use crate::rust_types::{OutcomeCheckFn, RustTypes};
 
 /// Where the port goes when `CACHEOW_SERVER_PORT` is unset, as in the proxy.
 const DEFAULT_PORT: u16 = 8765;
@@ -98,7 +95,7 @@ pub enum InitError {
 pub struct Manager {
     engine: Engine,
     server: Option<SocketAddr>,
-    checks: OutcomeChecks,
+    types: Arc<RustTypes>,
     /// Modes and latencies set for functions not called yet: applied at
     /// their first call, which is when they come into being.
     pending: Mutex<HashMap<FunctionId, Pending>>,
@@ -132,16 +129,23 @@ impl Manager {
                     source: e,
                 },
             })?;
-        let checks = OutcomeChecks::default();
+        let types = Arc::new(RustTypes::default());
+        for kind in [
+            FunctionKind::Sync,
+            FunctionKind::Async,
+            FunctionKind::Stream,
+        ] {
+            engine.register_codec(kind, types.clone());
+        }
         let server = if settings.start_server {
-            crate::server::start(&engine, settings, checks.clone())
+            crate::server::start(&engine, settings)
         } else {
             None
         };
         Ok(Manager {
             engine,
             server,
-            checks,
+            types,
             pending: Mutex::default(),
         })
     }
@@ -237,10 +241,7 @@ impl Manager {
     }
 
     pub(crate) fn register_check(&self, id: FunctionId, check: OutcomeCheckFn) {
-        self.checks
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, check);
+        self.types.register(id, check);
     }
 }
 

@@ -1,22 +1,18 @@
 //! The in-process panel and control API (`CACHEOW_START_SERVER`), served
-//! by the proxy crate's control server on a thread of its own, so it works
-//! whatever runtime (if any) the program uses.
+//! by `cacheow-control` on a thread of its own, so it works whatever
+//! runtime (if any) the program uses.
 
 use std::net::SocketAddr;
 
 use cacheow_engine::Engine;
 
-use crate::manager::{OutcomeChecks, Settings};
+use crate::manager::Settings;
 
 /// Starts the panel; `None` (said on stderr) when it cannot, because a
 /// busy port must not stop the program or its recordings.
 #[cfg(feature = "server")]
-pub(crate) fn start(
-    engine: &Engine,
-    settings: &Settings,
-    checks: OutcomeChecks,
-) -> Option<SocketAddr> {
-    match serve(engine, settings, checks) {
+pub(crate) fn start(engine: &Engine, settings: &Settings) -> Option<SocketAddr> {
+    match serve(engine, settings) {
         Ok(addr) => {
             eprintln!(
                 "cacheow: panel and API at http://{addr} (data dir {})",
@@ -44,14 +40,8 @@ fn shown(dir: &std::path::Path) -> String {
 }
 
 #[cfg(feature = "server")]
-fn serve(
-    engine: &Engine,
-    settings: &Settings,
-    checks: OutcomeChecks,
-) -> Result<SocketAddr, String> {
-    use std::sync::Arc;
-
-    use cacheow_proxy::control::{ControlOptions, OutcomeCheck, serve_control};
+fn serve(engine: &Engine, settings: &Settings) -> Result<SocketAddr, String> {
+    use cacheow_control::{ControlOptions, serve_control};
 
     let listen = format!("{}:{}", settings.host, settings.port);
     let listener = std::net::TcpListener::bind(&listen).map_err(|e| {
@@ -64,18 +54,7 @@ fn serve(
         ));
     }
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let check: OutcomeCheck = Arc::new(move |id, outcome| {
-        let check = checks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .copied();
-        check.map_or(Ok(()), |check| check(outcome))
-    });
-    let options = ControlOptions {
-        token: settings.token.clone(),
-        check_outcome: Some(check),
-    };
+    let options = ControlOptions::with_token(settings.token.clone());
     let engine = engine.clone();
     std::thread::Builder::new()
         .name("cacheow-server".into())
@@ -103,11 +82,7 @@ fn serve(
 }
 
 #[cfg(not(feature = "server"))]
-pub(crate) fn start(
-    _engine: &Engine,
-    _settings: &Settings,
-    _checks: OutcomeChecks,
-) -> Option<SocketAddr> {
+pub(crate) fn start(_engine: &Engine, _settings: &Settings) -> Option<SocketAddr> {
     tracing::info!("cacheow was built without its `server` feature: no in-process panel");
     None
 }

@@ -203,6 +203,7 @@ fn async_results_record_err_as_exceptions_and_replay_the_same_err() {
             let function = manager().function(id).unwrap();
             let manual = function
                 .add_manual(None, NewOutcome::exception("Timeout", "upstream too slow"))
+                .expect("LookupError has a Timeout variant")
                 .outcome_id;
             manager()
                 .set_mock_entries(

@@ -11,6 +11,7 @@ use cacheow_storage::{
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::codec::{JsonCodec, OutcomeCodec};
 use crate::error::EngineError;
 use crate::function::{FunctionHandle, FunctionState};
 
@@ -63,6 +64,19 @@ pub(crate) struct Shared {
     pub(crate) writer: Writer,
     store: Arc<Store>,
     functions: Arc<FunctionMap>,
+    codecs: RwLock<HashMap<FunctionKind, Arc<dyn OutcomeCodec>>>,
+}
+
+impl Shared {
+    /// The codec of `kind`: the registered one, else plain JSON.
+    pub(crate) fn codec(&self, kind: FunctionKind) -> Arc<dyn OutcomeCodec> {
+        self.codecs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(JsonCodec))
+    }
 }
 
 /// The engine. Cheap to clone; the last clone dropped flushes everything to
@@ -108,6 +122,7 @@ impl Engine {
             writer,
             store,
             functions,
+            codecs: RwLock::default(),
         });
         spawn_stats_flusher(Arc::downgrade(&shared));
         Ok(Engine { shared })
@@ -117,6 +132,16 @@ impl Engine {
     /// bounded writer queue plus the batch being committed.
     pub fn loss_window(&self) -> usize {
         self.shared.writer.loss_window()
+    }
+
+    /// Makes `codec` check, normalise and preview the outcomes of every
+    /// function of `kind` (replacing an earlier one).
+    pub fn register_codec(&self, kind: FunctionKind, codec: Arc<dyn OutcomeCodec>) {
+        self.shared
+            .codecs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind, codec);
     }
 
     /// The data dir.

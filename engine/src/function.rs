@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::codec::{CodecError, OutcomeCodec, Preview};
 use crate::counters::Counters;
 use crate::decide::{self, AnyOutcome, Decision, ReplayFilter, Source};
 use crate::engine::Shared;
@@ -386,7 +387,8 @@ impl FunctionHandle {
             last_seen_at: now,
             request: new.request,
         };
-        write(&self.state.outcomes).insert(outcome.clone());
+        let stored = write(&self.state.outcomes).insert(outcome.clone());
+        stored.preview(&*self.codec());
         let ack = if awaitable {
             Some(self.persist_acked(Write::PutOutcome(outcome)))
         } else {
@@ -399,10 +401,26 @@ impl FunctionHandle {
         }
     }
 
-    /// Adds a manual outcome (from the API or panel).
-    pub fn add_manual(&self, key: Option<CallKey>, mut new: NewOutcome) -> Recording {
+    /// Adds a manual outcome (from the API or panel), once the kind's
+    /// codec has checked it and put it in stored form.
+    pub fn add_manual(
+        &self,
+        key: Option<CallKey>,
+        new: NewOutcome,
+    ) -> Result<Recording, CodecError> {
+        let mut new = self.codec().normalise(&self.snapshot(), new)?;
         new.is_manual = true;
-        self.record(key, new)
+        Ok(self.record(key, new))
+    }
+
+    /// The codec of this function's kind.
+    pub fn codec(&self) -> Arc<dyn OutcomeCodec> {
+        self.shared.codec(read(&self.state.meta).kind)
+    }
+
+    /// The list summary of one of this function's outcomes.
+    pub fn preview<'a>(&self, outcome: &'a StoredOutcome) -> &'a Preview {
+        outcome.preview(&*self.codec())
     }
 
     /// One stored outcome.

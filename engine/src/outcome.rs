@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cacheow_storage::{CallKey, Outcome, OutcomeId, OutcomeType, Timestamp};
 use serde_json::Value;
 
+use crate::codec::{OutcomeCodec, Preview};
 use crate::keys::canonical_json;
 
 /// An outcome about to be recorded.
@@ -88,6 +89,9 @@ pub struct StoredOutcome {
     outcome: Outcome,
     seen: Mutex<(u64, Timestamp)>,
     prepared: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// Set when recorded; an outcome loaded from the store gets it the
+    /// first time a list shows it.
+    preview: OnceLock<Preview>,
 }
 
 impl std::fmt::Debug for StoredOutcome {
@@ -104,6 +108,7 @@ impl StoredOutcome {
             seen: Mutex::new((outcome.count, outcome.last_seen_at)),
             outcome,
             prepared: OnceLock::new(),
+            preview: OnceLock::new(),
         }
     }
 
@@ -148,6 +153,11 @@ impl StoredOutcome {
 
     fn seen(&self) -> (u64, Timestamp) {
         *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The list summary, made by `codec` once.
+    pub(crate) fn preview(&self, codec: &dyn OutcomeCodec) -> &Preview {
+        self.preview.get_or_init(|| codec.preview(&self.outcome))
     }
 
     /// The replay-ready form of this outcome, built by `build` the first time

@@ -45,7 +45,8 @@ fn cache_mode_replays_on_key_match_and_skips_mock_only() {
     let key = CallKey::of_bytes(b"a");
     let mut mock_only = NewOutcome::returned(json!("mock only"));
     mock_only.is_mock_only = true;
-    f.add_manual(Some(key), mock_only);
+    f.add_manual(Some(key), mock_only)
+        .expect("any value passes the plain JSON codec");
     let miss = f.decide(&key).unwrap();
     assert!(matches!(
         miss,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cacheow_control::ConnectionTimeouts;
 use cacheow_engine::Mode;
 use serde::Deserialize;
 
@@ -114,6 +115,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// What every accepted connection must send, and by when.
+    pub(crate) fn connection_timeouts(&self) -> ConnectionTimeouts {
+        ConnectionTimeouts {
+            idle: self.idle_timeout,
+            header: self.header_timeout,
+        }
+    }
+
     /// Validates flags and environment and reads the config file.
     /// `env` looks up an environment variable (a parameter so tests need not
     /// touch the process environment).

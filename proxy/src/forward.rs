@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::body::{Captured, Lent, ProxyBody};
 use crate::call_key::{KeyInput, call_key};
-use crate::error::{AbortConnection, ErrorKind, refused, respond_failure};
+use crate::error::{AbortConnection, ErrorKind, Kind, ProxyError, Reply};
 use crate::headers::{self, strip_hop_by_hop};
 use crate::outcome_http::{
     Ending, Prepared, body_to_json, headers_to_json, prepare, response_fingerprint,
@@ -48,8 +48,6 @@ impl Target {
         }
     }
 }
-
-type Reply = Result<Response<ProxyBody>, AbortConnection>;
 
 /// The request body, read up to the record cap.
 enum RequestBody {
@@ -96,19 +94,13 @@ pub(crate) async fn pipeline(
             return Err(AbortConnection);
         }
         Err(BodyError::Stalled) => {
-            tracing::info!(function = %function.id(), timeout = ?state.config.body_timeout, "the client's request body stalled; nothing was sent upstream");
-            let mut response = refused(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                &format!(
-                    "the request body paused for more than {:?} (--body-timeout); nothing was sent upstream",
-                    state.config.body_timeout
-                ),
+            let message = format!(
+                "the request body paused for more than {:?} (--body-timeout); nothing was sent upstream",
+                state.config.body_timeout
             );
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(response);
+            return ProxyError::new(Kind::BodyTimeout, message)
+                .for_function(function.id())
+                .respond();
         }
     };
     let key = match &body {
@@ -156,22 +148,12 @@ pub(crate) async fn pipeline(
                 RequestBody::Oversize { head, rest } => call.pass_through(head, rest).await,
             }
         }
-        Err(no_outcome) => {
-            let id = function.id().to_string();
-            call.finish(
-                Source::Mock,
-                None,
-                None,
-                Some("no_mock_outcome".into()),
-                None,
-            );
-            respond_failure(
-                "no_mock_outcome",
-                &no_outcome.to_string(),
-                &id,
-                Source::Mock.as_str(),
-            )
-        }
+        Err(no_outcome) => call.fail(
+            ProxyError::new(Kind::NoMockOutcome, no_outcome.to_string()),
+            Source::Mock,
+            None,
+            None,
+        ),
     }
 }
 
@@ -412,33 +394,22 @@ impl Call<'_> {
                 message,
                 duration,
             } => {
-                if kind == ErrorKind::Timeout.as_str() {
+                if *kind == ErrorKind::Timeout {
                     tokio::time::sleep(*duration).await;
                 }
-                self.finish(source, outcome_id, None, Some(kind.clone()), None);
-                respond_failure(
-                    kind,
-                    message,
-                    &self.function.id().to_string(),
-                    source.as_str(),
-                )
-            }
-            Prepared::Invalid(reason) => {
-                tracing::warn!(function = %self.function.id(), %reason, "stored outcome cannot be replayed");
-                self.finish(
+                self.fail(
+                    ProxyError::new(*kind, message.as_str()),
                     source,
                     outcome_id,
                     None,
-                    Some("invalid_outcome".into()),
-                    None,
-                );
-                respond_failure(
-                    "invalid_outcome",
-                    reason,
-                    &self.function.id().to_string(),
-                    source.as_str(),
                 )
             }
+            Prepared::Invalid(reason) => self.fail(
+                ProxyError::new(Kind::InvalidOutcome, reason.as_str()),
+                source,
+                outcome_id,
+                None,
+            ),
         }
     }
 
@@ -483,7 +454,7 @@ impl Call<'_> {
                 Source::Upstream,
                 None,
                 Some(parts.status.as_u16()),
-                Some("loop_detected".into()),
+                Some(Kind::LoopDetected.code().into()),
                 Some(Unrecorded::Loop),
             );
             let body = ProxyBody::Chain {
@@ -632,27 +603,23 @@ impl Call<'_> {
         outcome_id: cacheow_engine::OutcomeId,
         error: &cacheow_storage::WriteError,
     ) -> Response<ProxyBody> {
-        tracing::error!(function = %self.function.id(), %error, "durable write failed; the client gets a 507");
         self.function.forget_unstored(&outcome_id);
+        let kind = Kind::PersistFailed;
         self.finish(
             Source::Upstream,
             None,
             Some(StatusCode::INSUFFICIENT_STORAGE.as_u16()),
-            Some("persist_failed".into()),
+            Some(kind.code().into()),
             None,
         );
-        let mut response = refused(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "persist_failed",
-            &format!(
+        ProxyError::new(
+            kind,
+            format!(
                 "the upstream answered {status}, but --durable could not store the outcome: {error}"
             ),
-        );
-        response
-            .headers_mut()
-            .insert(headers::ERROR, HeaderValue::from_static("persist_failed"));
-        self.mark(&mut response, Source::Upstream);
-        response
+        )
+        .of_call(self.function.id(), Source::Upstream)
+        .refuse()
     }
 
     /// Forwards a call that cannot be recorded (request body over the cap).
@@ -682,20 +649,13 @@ impl Call<'_> {
                 Ok(response)
             }
             Err(failure) => {
-                self.finish(
-                    Source::Upstream,
-                    None,
-                    None,
-                    Some(failure.kind.as_str().into()),
-                    Some(Unrecorded::RequestOversize),
-                );
                 lent.drain(DRAIN_LIMIT, self.state.config.body_timeout)
                     .await;
-                respond_failure(
-                    failure.kind.as_str(),
-                    &failure.message,
-                    &self.function.id().to_string(),
-                    "upstream",
+                self.fail(
+                    ProxyError::new(failure.kind, failure.message),
+                    Source::Upstream,
+                    None,
+                    Some(Unrecorded::RequestOversize),
                 )
             }
         }
@@ -725,24 +685,34 @@ impl Call<'_> {
     }
 
     fn record_failure(&self, failure: UpstreamFailure, request_record: RequestRecord) -> Reply {
-        tracing::info!(function = %self.function.id(), kind = %failure.kind, message = %failure.message, "upstream failed; recorded as an outcome");
         let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message.clone());
         outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
         outcome.request = Some(request_record.to_json());
         let outcome_id = self.function.record(self.key, outcome).outcome_id;
-        self.finish(
+        self.fail(
+            ProxyError::new(failure.kind, failure.message),
             Source::Upstream,
             Some(outcome_id),
             None,
-            Some(failure.kind.as_str().into()),
-            None,
-        );
-        respond_failure(
-            failure.kind.as_str(),
-            &failure.message,
-            &self.function.id().to_string(),
-            "upstream",
         )
+    }
+
+    /// Counts a call that ended in `error` (from `source`) and answers it.
+    fn fail(
+        &self,
+        error: ProxyError,
+        source: Source,
+        outcome_id: Option<cacheow_engine::OutcomeId>,
+        unrecorded: Option<Unrecorded>,
+    ) -> Reply {
+        self.finish(
+            source,
+            outcome_id,
+            None,
+            Some(error.code().into()),
+            unrecorded,
+        );
+        error.of_call(self.function.id(), source).respond()
     }
 
     fn request_record(&self, body: Bytes) -> RequestRecord {

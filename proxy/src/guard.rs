@@ -7,10 +7,11 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use cacheow_control::tokens_match;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
 
 use crate::body::ProxyBody;
-use crate::error::refused;
+use crate::error::{Kind, ProxyError};
 
 /// How a reverse listener's client gives the token when it cannot set
 /// `Proxy-Authorization` (its `Authorization` belongs to the upstream).
@@ -78,14 +79,8 @@ pub(crate) fn api_loop_refusal(headers: &HeaderMap) -> Option<Response<ProxyBody
     })
 }
 
-pub(crate) fn loop_detected(message: &str) -> Response<ProxyBody> {
-    tracing::warn!(%message, "refused a request that loops back");
-    let mut response = refused(StatusCode::LOOP_DETECTED, "loop_detected", message);
-    response.headers_mut().insert(
-        crate::headers::ERROR,
-        HeaderValue::from_static("loop_detected"),
-    );
-    response
+fn loop_detected(message: &str) -> Response<ProxyBody> {
+    ProxyError::new(Kind::LoopDetected, message).refuse()
 }
 
 /// True when `headers` carry the token: as the password (any user name)
@@ -99,7 +94,7 @@ pub(crate) fn carries_token(headers: &HeaderMap, token: &str, token_header: bool
     let from_header = token_header
         && headers
             .get(TOKEN_HEADER)
-            .is_some_and(|v| same(v.as_bytes(), token.as_bytes()));
+            .is_some_and(|v| tokens_match(v.as_bytes(), token.as_bytes()));
     from_proxy_auth || from_header
 }
 
@@ -107,7 +102,7 @@ fn credentials_match(value: &str, token: &str) -> bool {
     let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
     let credentials = credentials.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return same(credentials.as_bytes(), token.as_bytes());
+        return tokens_match(credentials.as_bytes(), token.as_bytes());
     }
     if !scheme.eq_ignore_ascii_case("basic") {
         return false;
@@ -116,38 +111,27 @@ fn credentials_match(value: &str, token: &str) -> bool {
         decoded
             .iter()
             .position(|&b| b == b':')
-            .is_some_and(|colon| same(&decoded[colon + 1..], token.as_bytes()))
+            .is_some_and(|colon| tokens_match(&decoded[colon + 1..], token.as_bytes()))
     })
-}
-
-/// Compares without stopping at the first difference, so timing does not
-/// reveal how much of a guessed token was right.
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The 407 a proxy client without the token gets; standard clients then
 /// send the credentials of their proxy URL.
 pub(crate) fn proxy_auth_required() -> Response<ProxyBody> {
-    let mut response = refused(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        "proxy_auth_required",
+    ProxyError::new(
+        Kind::ProxyAuthRequired,
         "this cacheow listens off loopback and proxies only for clients with its token: use the proxy URL http://cacheow:TOKEN@HOST:PORT",
-    );
-    response.headers_mut().insert(
-        header::PROXY_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"cacheow\""),
-    );
-    response
+    )
+    .refuse()
 }
 
 /// The 401 a reverse listener's client without the token gets.
 pub(crate) fn reverse_auth_required() -> Response<ProxyBody> {
-    refused(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+    ProxyError::new(
+        Kind::Unauthorized,
         "this reverse listener is off loopback and wants cacheow's token: send `x-cacheow-token: TOKEN` (or `Proxy-Authorization: Bearer TOKEN`)",
     )
+    .refuse()
 }
 
 /// The `Host` check of a loopback reverse listener: a DNS-rebinding page
@@ -179,24 +163,24 @@ pub(crate) fn foreign_origin(origin: &str) -> bool {
 
 /// The 403 for a cross-origin request to a reverse listener.
 pub(crate) fn cross_origin(origin: &str) -> Response<ProxyBody> {
-    refused(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        &format!(
+    ProxyError::new(
+        Kind::Forbidden,
+        format!(
             "cross-origin request from `{origin}` refused: a page on another site may not call this reverse listener (start cacheow with --token and send it to allow it)"
         ),
     )
+    .refuse()
 }
 
 /// The 421 for a reverse listener's request with a foreign `Host`.
 pub(crate) fn misdirected(host: &str) -> Response<ProxyBody> {
-    refused(
-        StatusCode::MISDIRECTED_REQUEST,
-        "misdirected",
-        &format!(
+    ProxyError::new(
+        Kind::Misdirected,
+        format!(
             "Host `{host}` is not an address of this machine; call this reverse listener by IP address or `localhost` (or send cacheow's --token as `x-cacheow-token`)"
         ),
     )
+    .refuse()
 }
 
 #[cfg(test)]
@@ -249,7 +233,7 @@ mod tests {
             &format!("1.0 squid, {}", main.to_str().unwrap()),
         );
         let seen = loop_refusal(&passed_main, &main).unwrap();
-        assert_eq!(seen.status(), StatusCode::LOOP_DETECTED);
+        assert_eq!(seen.status(), http::StatusCode::LOOP_DETECTED);
         assert!(
             loop_refusal(&passed_main, &reverse).is_none(),
             "main port to reverse listener is fine"

@@ -1,25 +1,23 @@
 //! `cacheow-proxy` owns cacheow's HTTP side: the forward proxy (absolute-form
-//! requests and CONNECT), reverse-proxy listeners, route → function mapping,
-//! call keys, upstream calls, replay of stored outcomes as HTTP, the control
-//! API (also served alone for the in-process library, `control`) and the
-//! `cacheow` command line. It reaches storage only through the
-//! `cacheow` engine and knows nothing of redb.
+//! requests and CONNECT with TLS interception), reverse-proxy listeners,
+//! route → function mapping, call keys, upstream calls, replay of stored
+//! outcomes as HTTP, the HTTP codec it registers with the engine, and the
+//! `cacheow` command line. The control API and panel it serves on its main
+//! port come from `cacheow-control`; it reaches the store only through the
+//! engine and knows nothing of redb.
 
-mod api;
 mod body;
 mod call_key;
 pub mod cli;
+mod codec;
 pub mod config;
-mod connection;
-pub mod control;
-mod deadline;
+mod dispatch;
 mod error;
 mod forward;
 mod guard;
 mod headers;
 mod host_pattern;
 mod outcome_http;
-mod panel;
 #[cfg(test)]
 mod properties;
 mod redact;
@@ -33,6 +31,7 @@ mod state;
 pub mod telemetry;
 mod tls;
 mod tunnel;
+mod upgrade;
 mod upstream;
 
 pub use redact_store::{RedactError, redact_store};

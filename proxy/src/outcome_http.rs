@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::body::Chunk;
+use crate::error::ErrorKind;
 use crate::headers::{REDACTED, VOLATILE_HEADERS};
 
 /// Writes a body in the most readable form that replays byte for byte.
@@ -342,7 +343,7 @@ pub(crate) enum Prepared {
         broken: Option<String>,
     },
     Failure {
-        kind: String,
+        kind: ErrorKind,
         message: String,
         duration: Duration,
     },
@@ -366,14 +367,23 @@ pub(crate) fn prepare(outcome: &Outcome) -> PreparedOutcome {
 
 fn prepare_reply(outcome: &Outcome) -> Prepared {
     match outcome.outcome_type {
-        OutcomeType::Exception => Prepared::Failure {
-            kind: outcome
-                .exception_type
-                .clone()
-                .unwrap_or_else(|| "protocol_error".into()),
-            message: outcome.exception_message.clone().unwrap_or_default(),
-            duration: crate::replay::recorded_wait(outcome.duration_ms),
-        },
+        OutcomeType::Exception => {
+            let kind = match outcome.exception_type.as_deref() {
+                None => Ok(ErrorKind::ProtocolError),
+                Some(kind) => kind.parse::<ErrorKind>(),
+            };
+            match kind {
+                Ok(kind) => Prepared::Failure {
+                    kind,
+                    message: outcome.exception_message.clone().unwrap_or_default(),
+                    duration: crate::replay::recorded_wait(outcome.duration_ms),
+                },
+                Err(reason) => Prepared::Invalid(format!(
+                    "outcome {} cannot be replayed: {reason}",
+                    outcome.id
+                )),
+            }
+        }
         OutcomeType::Return => match response_parts(&outcome.value) {
             Ok((status, headers, body)) => Prepared::Response {
                 status,

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use cacheow_engine::MAX_WAIT_MS;
+
 /// The config key of the replay speed of streams (and of recorded
 /// durations): 1 as recorded, 0 at once.
 pub(crate) const SPEED: &str = "replay_speed";
@@ -16,10 +18,6 @@ pub(crate) const DURATION: &str = "replay_duration";
 pub(crate) fn valid_speed(speed: f64) -> bool {
     (0.0..=100.0).contains(&speed)
 }
-
-/// The longest recorded time (a call's duration, a chunk's offset) a replay
-/// waits: one hour, in milliseconds.
-pub(crate) const MAX_WAIT_MS: f64 = 3_600_000.0;
 
 /// A recorded time in milliseconds as a wait, clamped to `[0, MAX_WAIT_MS]`
 /// so a hand-edited file can never make a replay overflow.

@@ -1,32 +1,22 @@
-//! Listeners, the accept loop, per-request dispatch and graceful shutdown.
+//! The composition root: opens the engine and the CA, binds every
+//! listener, runs the accept loops, and stops gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheow_engine::{Engine, EngineError, EngineOptions};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use cacheow_control::{Connection, Control, accept};
+use cacheow_engine::{Engine, EngineError, EngineOptions, FunctionKind};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Map, json};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::api::{self, Control};
-use crate::body::ProxyBody;
-use crate::config::{self, Config, Upstream};
-use crate::connection::{Connection, ConnectionTimeouts, accept, serve_connection};
-use crate::deadline::Deadline;
-use crate::error::AbortConnection;
-use crate::error::bad_target;
-use crate::forward::{self, Target};
+use crate::codec::HttpCodec;
+use crate::config::{self, Config};
+use crate::dispatch::{Entry, Listener, serve_accepted};
 use crate::guard;
-use crate::request_line::{self, FirstLine};
-use crate::rewind::Rewind;
 use crate::state::AppState;
 use crate::tls::{Ca, CaError, LeafCache};
-use crate::tunnel;
 use crate::upstream;
 
 /// Why `run` stopped.
@@ -56,22 +46,6 @@ impl RunError {
     }
 }
 
-/// Which listener a connection came in on.
-#[derive(Clone)]
-enum Listener {
-    Main,
-    Reverse(Arc<Upstream>),
-}
-
-/// A listener, whether its clients must show the token (off loopback they
-/// may be anyone), and the `Via` entry of the requests it forwards.
-#[derive(Clone)]
-struct Bound {
-    kind: Listener,
-    needs_token: bool,
-    via: HeaderValue,
-}
-
 /// Runs cacheow until SIGINT or SIGTERM. `on_ready` gets the bound main
 /// address and the bound reverse addresses once every port is open.
 pub async fn run(
@@ -85,6 +59,7 @@ pub async fn run(
             durable: config.durable,
         },
     )?;
+    engine.register_codec(FunctionKind::Http, Arc::new(HttpCodec));
     let ca = Ca::load_or_create(&config.data_dir)?;
     if ca.created() {
         tracing::info!(cert = %ca.paths().cert.display(), "created the local CA");
@@ -111,7 +86,7 @@ pub async fn run(
             addr: spec.listen,
             source,
         })?;
-        reverse.push((listener, addr, Arc::new(spec.upstream.clone())));
+        reverse.push((listener, addr, spec.upstream.clone()));
         if !config::is_loopback(addr.ip()) {
             tracing::info!(%addr, "reverse listener off loopback: clients must send the token");
         }
@@ -128,7 +103,6 @@ pub async fn run(
         main_addr,
         config.token.clone(),
         info,
-        None,
     ));
     let state = Arc::new(AppState {
         client: upstream::client(&config),
@@ -150,45 +124,34 @@ pub async fn run(
     let token = state.config.token.is_some();
     let mut listeners = vec![(
         main,
-        Bound {
-            kind: Listener::Main,
+        Listener {
+            entry: Entry::Main,
             needs_token: token && !config::is_loopback(main_addr.ip()),
             via: guard::via(guard::MAIN_LISTENER),
         },
     )];
     listeners.extend(reverse.into_iter().enumerate().map(|(i, (l, addr, up))| {
-        let bound = Bound {
-            kind: Listener::Reverse(up),
+        let listener = Listener {
+            entry: Entry::Reverse(up),
             needs_token: token && !config::is_loopback(addr.ip()),
             via: guard::via(i + 1),
         };
-        (l, bound)
+        (l, listener)
     }));
-    let timeouts = ConnectionTimeouts::of(&state.config);
-    for (listener, bound) in listeners {
+    let timeouts = state.config.connection_timeouts();
+    for (socket, listener) in listeners {
         let state = state.clone();
+        let listener = Arc::new(listener);
         let mut stop = stop_tx.subscribe();
         accepts.spawn(async move {
             loop {
                 tokio::select! {
-                    (stream, peer) = accept(&listener) => {
-                        let state = state.clone();
-                        let bound = bound.clone();
+                    (stream, peer) = accept(&socket) => {
                         let Some(watcher) = state.watcher() else {
                             return;
                         };
                         let (stream, connection) = Connection::accepted(stream, peer, watcher, timeouts);
-                        match bound.kind {
-                            Listener::Main => {
-                                tokio::spawn(serve_main(state, stream, bound, connection));
-                            }
-                            Listener::Reverse(_) => {
-                                let service = service_fn(move |request| {
-                                    dispatch(state.clone(), request, bound.clone(), false)
-                                });
-                                serve_connection(stream, service, connection);
-                            }
-                        }
+                        tokio::spawn(serve_accepted(state.clone(), stream, listener.clone(), connection));
                     }
                     _ = stop.recv() => return,
                 }
@@ -215,184 +178,6 @@ pub async fn run(
     let flushing = engine.clone();
     let _ = tokio::task::spawn_blocking(move || flushing.flush()).await;
     Ok(())
-}
-
-/// A connection on the main listener: its first request line is checked
-/// (and an unbracketed IPv6 target mended) before hyper serves it.
-async fn serve_main(
-    state: Arc<AppState>,
-    mut stream: Deadline<TcpStream>,
-    bound: Bound,
-    connection: Connection,
-) {
-    let peer = connection.peer;
-    let (prefix, mended) = match request_line::read_first_line(&mut stream).await {
-        FirstLine::Serve { prefix, mended } => (prefix, mended),
-        FirstLine::Gone => {
-            tracing::debug!(%peer, "closed a connection that sent no request line");
-            return;
-        }
-        FirstLine::Refuse(message) => {
-            tracing::info!(%peer, %message, "refused a request with a bad request target");
-            let body = json!({"error": {"status": 400, "code": "bad_target", "message": message}});
-            let mut body = serde_json::to_vec(&body).expect("JSON values always serialise");
-            body.push(b'\n');
-            let head = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(&body).await;
-            let _ = stream.shutdown().await;
-            return;
-        }
-    };
-    if mended {
-        tracing::debug!(%peer, "mended an unbracketed IPv6 request target");
-    }
-    let service =
-        service_fn(move |request| dispatch(state.clone(), request, bound.clone(), mended));
-    serve_connection(Rewind::new(prefix, stream), service, connection);
-}
-
-/// `route` behind the listener's guard, with `connection: close` on every
-/// reply when `close` is set.
-async fn dispatch(
-    state: Arc<AppState>,
-    request: Request<Incoming>,
-    bound: Bound,
-    close: bool,
-) -> Result<Response<ProxyBody>, AbortConnection> {
-    let mut response = match admit(&state, &request, &bound) {
-        Some(refusal) => refusal,
-        None => route(state, request, bound.kind, bound.via).await?,
-    };
-    if close {
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(response)
-}
-
-/// The refusal for a request this listener must not serve: a client
-/// without the token off loopback, a foreign `Host` on a loopback reverse
-/// listener, a request that looped back.
-fn admit(
-    state: &AppState,
-    request: &Request<Incoming>,
-    bound: &Bound,
-) -> Option<Response<ProxyBody>> {
-    let token = state.config.token.as_deref();
-    let headers = request.headers();
-    match &bound.kind {
-        Listener::Main => {
-            let proxied = request.method() == Method::CONNECT
-                || request
-                    .uri()
-                    .authority()
-                    .is_some_and(|a| !state.control.is_own_authority(a.as_str()));
-            if !proxied {
-                // Internal: the API checks its own token (as `Authorization`).
-                return guard::api_loop_refusal(headers);
-            }
-            if let Some(refusal) = guard::loop_refusal(headers, &bound.via) {
-                return Some(refusal);
-            }
-            if bound.needs_token && token.is_some_and(|t| !guard::carries_token(headers, t, false))
-            {
-                return Some(guard::proxy_auth_required());
-            }
-        }
-        Listener::Reverse(_) => {
-            if let Some(refusal) = guard::loop_refusal(headers, &bound.via) {
-                return Some(refusal);
-            }
-            let with_token = token.is_some_and(|t| guard::carries_token(headers, t, true));
-            if bound.needs_token && !with_token {
-                return Some(guard::reverse_auth_required());
-            }
-            if !with_token {
-                let host = match headers.get(http::header::HOST) {
-                    Some(value) => value.to_str().unwrap_or("\u{fffd}"),
-                    None => request.uri().authority().map_or("", |a| a.as_str()),
-                };
-                if !guard::local_host_name(host) {
-                    return Some(guard::misdirected(host));
-                }
-                if let Some(origin) = headers.get(http::header::ORIGIN) {
-                    let origin = origin.to_str().unwrap_or("null");
-                    if guard::foreign_origin(origin) {
-                        return Some(guard::cross_origin(origin));
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-/// One port: absolute-form and CONNECT are proxied; origin-form is the API
-/// (or, on a reverse listener, proxied to its upstream).
-async fn route(
-    state: Arc<AppState>,
-    request: Request<Incoming>,
-    listener: Listener,
-    via: HeaderValue,
-) -> Result<Response<ProxyBody>, AbortConnection> {
-    if request.method() == Method::CONNECT {
-        return Ok(tunnel::connect(state, request).await);
-    }
-    match listener {
-        Listener::Reverse(upstream) => {
-            let path = request.uri().path();
-            let target = Target {
-                scheme: upstream.scheme.clone(),
-                authority: upstream.authority.clone(),
-                path: format!("{}{}", upstream.base_path, path),
-                query: request.uri().query().map(str::to_owned),
-                via,
-            };
-            if tunnel::is_upgrade(&request) {
-                return tunnel::pass_upgrade(state, request, target).await;
-            }
-            forward::pipeline(state, request, target).await
-        }
-        Listener::Main => {
-            let uri = request.uri();
-            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-                return Ok(api::handle(state.control.clone(), request).await);
-            };
-            if state.control.is_own_authority(authority.as_str()) {
-                return Ok(api::handle(state.control.clone(), request).await);
-            }
-            if scheme != "http" {
-                return Ok(bad_target(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "scheme `{scheme}` cannot be proxied as a plain request; HTTPS goes through CONNECT (set HTTPS_PROXY)"
-                    ),
-                ));
-            }
-            // Internal: credentials in the URL (`user:pass@host`) must not
-            // reach names, files, logs or the upstream's `Host`.
-            let authority = authority
-                .as_str()
-                .rsplit_once('@')
-                .map_or(authority.as_str(), |(_, host)| host);
-            let target = Target {
-                scheme: scheme.to_owned(),
-                authority: authority.to_ascii_lowercase(),
-                path: uri.path().to_owned(),
-                query: uri.query().map(str::to_owned),
-                via,
-            };
-            if tunnel::is_upgrade(&request) {
-                return tunnel::pass_upgrade(state, request, target).await;
-            }
-            forward::pipeline(state, request, target).await
-        }
-    }
 }
 
 async fn shutdown_signal() {

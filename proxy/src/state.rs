@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use cacheow_control::Control;
 use cacheow_engine::Engine;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 
-use crate::api::Control;
 use crate::config::Config;
 use crate::tls::LeafCache;
 use crate::upstream::UpstreamClient;

@@ -1,36 +1,30 @@
-//! `CONNECT host:port` and protocol upgrades.
+//! `CONNECT host:port`.
 //!
 //! A CONNECT is intercepted by default: cacheow answers it, terminates TLS
-//! with a leaf certificate for the host minted by the local CA, and serves
-//! the decrypted requests through the same pipeline as plain proxied ones
-//! (scheme `https`). Hosts matching `--no-intercept` are tunnelled blind and
-//! nothing is recorded. Upgrades (WebSocket) pass through as bytes.
+//! with a leaf certificate for the host minted by the local CA, and hands
+//! the decrypted stream back to be served like any connection (scheme
+//! `https`). Hosts matching `--no-intercept` are tunnelled blind and nothing
+//! is recorded.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
-use crate::connection::ConnectionTimeouts;
 use crate::error::bad_target;
-use crate::error::{AbortConnection, ErrorKind, json_response};
-use crate::forward::{self, Target};
-use crate::headers::{self, strip_hop_by_hop};
 use crate::rewind::Rewind;
 use crate::state::AppState;
-use crate::upstream;
 
 /// How long a client may take, after CONNECT, to send its first bytes and
 /// finish the TLS handshake.
@@ -100,27 +94,53 @@ impl ConnectTarget {
     }
 }
 
-/// Answers a `CONNECT`: intercepts it, or tunnels it blind for
-/// `--no-intercept` hosts.
-pub(crate) async fn connect(
+/// What a `CONNECT` comes to.
+pub(crate) enum Connected {
+    /// The whole answer: a refusal, or a blind tunnel already under way.
+    Done(Response<ProxyBody>),
+    /// Answer `200` and open the interception.
+    Intercept(Interception),
+}
+
+/// An intercepted `CONNECT` whose client has yet to start TLS (or HTTP).
+pub(crate) struct Interception {
     state: Arc<AppState>,
     request: Request<Incoming>,
-) -> Response<ProxyBody> {
+    target: ConnectTarget,
+}
+
+/// The stream inside an intercepted `CONNECT`, decrypted, and where its
+/// requests go.
+pub(crate) struct Opened {
+    pub(crate) io: Pin<Box<dyn Io>>,
+    pub(crate) scheme: &'static str,
+    pub(crate) authority: String,
+}
+
+/// A byte stream a connection can be served on: TLS or plain inside the
+/// tunnel, whichever the client chose.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Send> Io for T {}
+
+/// Answers a `CONNECT`: intercepts it, or tunnels it blind for
+/// `--no-intercept` hosts.
+pub(crate) async fn connect(state: &Arc<AppState>, request: Request<Incoming>) -> Connected {
     let target = match ConnectTarget::parse(request.uri()) {
         Ok(target) => target,
         Err(message) => {
             tracing::info!(%message, "malformed CONNECT");
-            return bad_target(StatusCode::BAD_REQUEST, &message);
+            return Connected::Done(bad_target(StatusCode::BAD_REQUEST, &message));
         }
     };
     if state.control.is_own_authority(&target.authority("https"))
         || state.control.is_own_authority(&target.authority("http"))
     {
         tracing::info!(host = %target.host, port = target.port, "refused a CONNECT to cacheow itself");
-        return bad_target(
+        return Connected::Done(bad_target(
             StatusCode::BAD_REQUEST,
             "CONNECT to cacheow's own address: call its API and panel directly, not through the proxy (add it to NO_PROXY)",
-        );
+        ));
     }
     let blind = state
         .config
@@ -128,25 +148,43 @@ pub(crate) async fn connect(
         .iter()
         .any(|p| p.matches(&target.host, target.port));
     if blind {
-        return tunnel_blind(state, request, target).await;
+        return Connected::Done(tunnel_blind(state, request, target).await);
     }
-    let span = tracing::debug_span!("intercept", host = %target.host, port = target.port);
-    tokio::spawn(
+    Connected::Intercept(Interception {
+        state: state.clone(),
+        request,
+        target,
+    })
+}
+
+impl Interception {
+    /// Waits for the client to take the tunnel, then for its TLS handshake;
+    /// `None` (said in the log) when it never completes.
+    pub(crate) async fn open(self) -> Option<Opened> {
+        let Interception {
+            state,
+            request,
+            target,
+        } = self;
+        let span = tracing::debug_span!("intercept", host = %target.host, port = target.port);
         async move {
             match hyper::upgrade::on(request).await {
-                Ok(upgraded) => intercept(state, upgraded, target).await,
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                Ok(upgraded) => intercept(&state, upgraded, target).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT upgrade failed");
+                    None
+                }
             }
         }
-        .instrument(span),
-    );
-    Response::new(ProxyBody::empty())
+        .instrument(span)
+        .await
+    }
 }
 
 /// Connects first, so an unreachable host is a 502 the client can read
 /// rather than a tunnel that closes at once.
 async fn tunnel_blind(
-    state: Arc<AppState>,
+    state: &AppState,
     request: Request<Incoming>,
     target: ConnectTarget,
 ) -> Response<ProxyBody> {
@@ -187,36 +225,50 @@ async fn tunnel_blind(
     Response::new(ProxyBody::empty())
 }
 
-/// Serves what a client sends after CONNECT: TLS (the usual case), or plain
+/// Opens what a client sends after CONNECT: TLS (the usual case), or plain
 /// HTTP (`curl --proxytunnel http://…`, `ws://` through some clients).
-async fn intercept(state: Arc<AppState>, upgraded: Upgraded, target: ConnectTarget) {
+async fn intercept(state: &AppState, upgraded: Upgraded, target: ConnectTarget) -> Option<Opened> {
     let mut io = TokioIo::new(upgraded);
     let mut first = vec![0u8; 512];
     let read = match tokio::time::timeout(HANDSHAKE_TIMEOUT, io.read(&mut first)).await {
-        Ok(Ok(0)) => return,
+        Ok(Ok(0)) => return None,
         Ok(Ok(n)) => n,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "client closed before sending anything");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!("client sent nothing after CONNECT");
-            return;
+            return None;
         }
     };
     first.truncate(read);
     let kind = first[0];
     let io = Rewind::new(Bytes::from(first), io);
     if kind == TLS_HANDSHAKE {
-        serve_tls(state, io, target).await;
+        let tls = accept_tls(state, io, &target).await?;
+        Some(Opened {
+            io: Box::pin(tls),
+            scheme: "https",
+            authority: target.authority("https"),
+        })
     } else if kind.is_ascii_uppercase() {
-        serve_http(state, io, "http", target.authority("http")).await;
+        Some(Opened {
+            io: Box::pin(io),
+            scheme: "http",
+            authority: target.authority("http"),
+        })
     } else {
         refuse_non_tls(io, &target, kind).await;
+        None
     }
 }
 
-async fn serve_tls(state: Arc<AppState>, io: Rewind<TokioIo<Upgraded>>, target: ConnectTarget) {
+async fn accept_tls(
+    state: &AppState,
+    io: Rewind<TokioIo<Upgraded>>,
+    target: &ConnectTarget,
+) -> Option<tokio_rustls::server::TlsStream<Rewind<TokioIo<Upgraded>>>> {
     let handshake = async {
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
@@ -233,13 +285,17 @@ async fn serve_tls(state: Arc<AppState>, io: Rewind<TokioIo<Upgraded>>, target: 
         start.into_stream(config).await
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(tls)) => serve_http(state, tls, "https", target.authority("https")).await,
+        Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             // Internal: client-caused (it does not trust the CA, or speaks
             // something else), so not an error of cacheow's.
             tracing::info!(host = %target.host, error = %e, "TLS handshake with the client failed; does it trust the cacheow CA? (`cacheow ca`)");
+            None
         }
-        Err(_) => tracing::info!(host = %target.host, "TLS handshake with the client timed out"),
+        Err(_) => {
+            tracing::info!(host = %target.host, "TLS handshake with the client timed out");
+            None
+        }
     }
 }
 
@@ -257,166 +313,6 @@ async fn refuse_non_tls(mut io: Rewind<TokioIo<Upgraded>>, target: &ConnectTarge
     );
     let _ = io.write_all(reply.as_bytes()).await;
     let _ = io.shutdown().await;
-}
-
-/// Serves decrypted (or plain) requests of one tunnelled connection; each
-/// goes to `scheme://authority` through the forward pipeline.
-async fn serve_http<I>(state: Arc<AppState>, io: I, scheme: &'static str, authority: String)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let timeouts = ConnectionTimeouts::of(&state.config);
-    // Internal: watched like a plain connection, so a clean stop finishes
-    // the intercepted requests in flight.
-    let Some(watcher) = state.watcher() else {
-        return;
-    };
-    let via = crate::guard::via(crate::guard::MAIN_LISTENER);
-    let service = service_fn(move |request: Request<Incoming>| {
-        let state = state.clone();
-        let target = Target {
-            scheme: scheme.to_owned(),
-            authority: authority.clone(),
-            path: request.uri().path().to_owned(),
-            query: request.uri().query().map(str::to_owned),
-            via: via.clone(),
-        };
-        async move {
-            if let Some(refusal) = crate::guard::loop_refusal(request.headers(), &target.via) {
-                Ok(refusal)
-            } else if is_upgrade(&request) {
-                pass_upgrade(state, request, target).await
-            } else {
-                forward::pipeline(state, request, target).await
-            }
-        }
-    });
-    let connection = crate::connection::http_builder(timeouts)
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let connection = watcher.watch(connection).await;
-    if let Err(e) = connection {
-        tracing::debug!(error = %e, "tunnelled connection ended with an error");
-    }
-}
-
-/// True for an HTTP/1.1 request asking to switch to WebSocket. Other
-/// upgrade offers (`h2c`, which Java's HttpClient sends on every plain
-/// request) are dropped by the pipeline and the request served as HTTP/1.1.
-pub(crate) fn is_upgrade(request: &Request<Incoming>) -> bool {
-    request.version() == Version::HTTP_11
-        && request.method() != Method::CONNECT
-        && request
-            .headers()
-            .get_all(header::UPGRADE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|protocol| {
-                let name = protocol.trim().split('/').next().unwrap_or("");
-                name.eq_ignore_ascii_case("websocket")
-            })
-}
-
-/// Passes an upgrade request to the upstream untouched and, on `101`, copies
-/// bytes both ways until either side closes. Nothing is recorded.
-pub(crate) async fn pass_upgrade(
-    state: Arc<AppState>,
-    mut request: Request<Incoming>,
-    target: Target,
-) -> Result<Response<ProxyBody>, AbortConnection> {
-    let client_side = hyper::upgrade::on(&mut request);
-    let (parts, body) = request.into_parts();
-    let url = match &target.query {
-        Some(q) => format!(
-            "{}://{}{}?{q}",
-            target.scheme, target.authority, target.path
-        ),
-        None => format!("{}://{}{}", target.scheme, target.authority, target.path),
-    };
-    let Ok(uri) = url.parse::<Uri>() else {
-        return Ok(bad_target(
-            StatusCode::BAD_REQUEST,
-            &format!("cannot build an upstream URL from `{url}`"),
-        ));
-    };
-    let mut upstream_request = Request::new(ProxyBody::Chain {
-        head: None,
-        rest: body,
-    });
-    *upstream_request.method_mut() = parts.method;
-    *upstream_request.uri_mut() = uri;
-    *upstream_request.headers_mut() = parts.headers;
-    let headers = upstream_request.headers_mut();
-    // Internal: `connection` and `upgrade` are hop-by-hop but are exactly
-    // what this hop must pass on; only the proxy's own headers go.
-    for name in [
-        "proxy-connection",
-        "proxy-authorization",
-        "keep-alive",
-        crate::guard::TOKEN_HEADER.as_str(),
-    ] {
-        headers.remove(name);
-    }
-    if let Ok(host) = HeaderValue::from_str(&target.authority) {
-        headers.insert(header::HOST, host);
-    }
-    headers.append(header::VIA, target.via.clone());
-    let sent = upstream::send(
-        &state.upgrade_client,
-        upstream_request,
-        state.config.upstream_timeout,
-    )
-    .await;
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(failure) => return Ok(upgrade_failed(failure.kind, &failure.message)),
-    };
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut parts, incoming) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        return Ok(Response::from_parts(
-            parts,
-            ProxyBody::Chain {
-                head: None,
-                rest: incoming,
-            },
-        ));
-    }
-    let upstream_side = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
-        let (client, server) = match tokio::try_join!(client_side, upstream_side) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-            tracing::debug!(error = %e, "upgraded connection closed");
-        }
-    });
-    let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, ProxyBody::empty()))
-}
-
-/// A 502 for an upgrade the upstream could not take (nothing is recorded,
-/// so there is no function to name).
-fn upgrade_failed(kind: ErrorKind, message: &str) -> Response<ProxyBody> {
-    let status = if kind == ErrorKind::Timeout {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
-    let mut response = json_response(
-        status,
-        &json!({"error": {"kind": kind.as_str(), "message": message}}),
-    );
-    response
-        .headers_mut()
-        .insert(headers::ERROR, HeaderValue::from_static(kind.as_str()));
-    response
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ impl FromStr for Mode {
 }
 
 /// What kind of code a function wraps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FunctionKind {
     /// An upstream HTTP route seen through the proxy.

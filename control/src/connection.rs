@@ -1,7 +1,7 @@
-//! Serving one accepted connection: its timeouts and first-request
-//! deadline, the HTTP/1.1 and HTTP/2 settings, and the shutdown watcher,
-//! the same for plain connections, those inside a CONNECT and the
-//! in-process panel's.
+//! Serving one connection: its timeouts and first-request deadline, the
+//! HTTP/1.1 and HTTP/2 settings, and the shutdown watcher, the same for the
+//! proxy's plain connections, those inside a CONNECT and the in-process
+//! panel's.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,22 +15,21 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use crate::config::Config;
 use crate::deadline::{Deadline, FirstRequest};
 
 /// How long a connection may take before it sends what it must.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnectionTimeouts {
+pub struct ConnectionTimeouts {
     /// Until a new connection starts its first request.
-    pub(crate) idle: Duration,
+    pub idle: Duration,
     /// Until a request head is complete, and between requests on a
     /// kept-alive HTTP/1.1 connection (hyper's header timer).
-    pub(crate) header: Duration,
+    pub header: Duration,
 }
 
 impl ConnectionTimeouts {
-    /// The in-process panel's: the defaults of `serve`'s flags.
-    pub(crate) const LIBRARY: ConnectionTimeouts = ConnectionTimeouts {
+    /// The defaults of `cacheow serve`'s flags, and the in-process panel's.
+    pub const DEFAULT: ConnectionTimeouts = ConnectionTimeouts {
         idle: Duration::from_secs(60),
         header: Duration::from_secs(75),
     };
@@ -39,18 +38,11 @@ impl ConnectionTimeouts {
     fn first_request(self) -> Duration {
         self.idle + self.header
     }
-
-    pub(crate) fn of(config: &Config) -> Self {
-        Self {
-            idle: config.idle_timeout,
-            header: config.header_timeout,
-        }
-    }
 }
 
 /// The next connection. Errors such as EMFILE are transient: log, back off
 /// instead of spinning, and try again.
-pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(accepted) => return accepted,
@@ -62,19 +54,20 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// What serving one accepted connection needs besides its socket.
-pub(crate) struct Connection {
+/// What serving one connection needs besides its socket.
+pub struct Connection {
     /// Keeps a clean stop waiting for the connection's open requests.
-    pub(crate) watcher: Watcher,
-    pub(crate) peer: SocketAddr,
-    /// Lifts the first-request deadline of the connection's socket.
-    pub(crate) first: FirstRequest,
-    pub(crate) timeouts: ConnectionTimeouts,
+    watcher: Watcher,
+    peer: SocketAddr,
+    /// Lifts the first-request deadline of the connection's socket, if it
+    /// has one.
+    first: Option<FirstRequest>,
+    timeouts: ConnectionTimeouts,
 }
 
 impl Connection {
     /// A just-accepted socket, under its first-request deadline.
-    pub(crate) fn accepted(
+    pub fn accepted(
         stream: TcpStream,
         peer: SocketAddr,
         watcher: Watcher,
@@ -85,16 +78,33 @@ impl Connection {
         let connection = Connection {
             watcher,
             peer,
-            first,
+            first: Some(first),
             timeouts,
         };
         (stream, connection)
+    }
+
+    /// A connection carried inside another one (the decrypted requests of
+    /// an intercepted CONNECT from `peer`): its socket's deadline was lifted
+    /// by the request that opened it.
+    pub fn nested(peer: SocketAddr, watcher: Watcher, timeouts: ConnectionTimeouts) -> Connection {
+        Connection {
+            watcher,
+            peer,
+            first: None,
+            timeouts,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (with upgrades) on `io` in its own task,
 /// watched for graceful shutdown.
-pub(crate) fn serve_connection<I, S, B>(io: I, service: S, connection: Connection)
+pub fn serve_connection<I, S, B>(io: I, service: S, connection: Connection)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -111,7 +121,9 @@ where
         timeouts,
     } = connection;
     let service = service_fn(move |request| {
-        first.arrived();
+        if let Some(first) = &first {
+            first.arrived();
+        }
         service.call(request)
     });
     let connection = http_builder(timeouts)
@@ -134,7 +146,7 @@ const HTTP2_PING_EVERY: Duration = Duration::from_secs(60);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The HTTP/1.1 and HTTP/2 server settings of every connection.
-pub(crate) fn http_builder(timeouts: ConnectionTimeouts) -> auto::Builder<TokioExecutor> {
+fn http_builder(timeouts: ConnectionTimeouts) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -8,37 +8,41 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cacheow_engine::Engine;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::Map;
 use tokio::net::TcpListener;
 
-pub use crate::api::OutcomeCheck;
-use crate::api::{self, Control};
-use crate::body::ProxyBody;
+use crate::api::{Control, refused};
 use crate::connection::{Connection, ConnectionTimeouts, accept, serve_connection};
-use crate::error::bad_target;
 
 /// How long open requests may run on after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Settings for [`serve_control`].
 #[derive(Default)]
+#[non_exhaustive]
 pub struct ControlOptions {
     /// When set, `/api/` requires `authorization: Bearer <token>`.
     pub token: Option<String>,
-    /// Refuses manual outcomes that would not replay.
-    pub check_outcome: Option<OutcomeCheck>,
+}
+
+impl ControlOptions {
+    /// Options requiring `token` on `/api/`, if there is one.
+    pub fn with_token(token: Option<String>) -> Self {
+        Self { token }
+    }
 }
 
 impl std::fmt::Debug for ControlOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlOptions")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("check_outcome", &self.check_outcome.is_some())
             .finish()
     }
 }
@@ -56,7 +60,6 @@ pub async fn serve_control(
         listener.local_addr()?,
         options.token,
         Map::new(),
-        options.check_outcome,
     ));
     let watcher = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -66,7 +69,7 @@ pub async fn serve_control(
                 let control = control.clone();
                 let service = service_fn(move |request| respond(control.clone(), request));
                 let (stream, connection) =
-                    Connection::accepted(stream, peer, watcher.watcher(), ConnectionTimeouts::LIBRARY);
+                    Connection::accepted(stream, peer, watcher.watcher(), ConnectionTimeouts::DEFAULT);
                 serve_connection(stream, service, connection);
             }
             () = &mut shutdown => break,
@@ -84,18 +87,21 @@ pub async fn serve_control(
 async fn respond(
     control: Arc<Control>,
     request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let proxied = request.method() == Method::CONNECT
         || request
             .uri()
             .authority()
             .is_some_and(|authority| !control.is_own_authority(authority.as_str()));
-    if proxied {
-        return Ok(bad_target(
+    let response = if proxied {
+        refused(
             StatusCode::BAD_REQUEST,
+            "bad_target",
             "this is the panel and API of a program using the cacheow library; it does not \
              proxy. Run `cacheow serve` for the HTTP proxy.",
-        ));
-    }
-    Ok(api::handle(control, request).await)
+        )
+    } else {
+        control.handle(request).await
+    };
+    Ok(response.map(Full::new))
 }

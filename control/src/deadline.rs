@@ -31,7 +31,7 @@ impl FirstRequest {
 
 /// `io` whose reads fail with `TimedOut` after `within`, unless the first
 /// request arrived before.
-pub(crate) struct Deadline<I> {
+pub struct Deadline<I> {
     io: I,
     expiry: Pin<Box<Sleep>>,
     first: FirstRequest,

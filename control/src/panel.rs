@@ -7,8 +7,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use rust_embed::RustEmbed;
 
-use crate::body::ProxyBody;
-
 #[derive(RustEmbed)]
 #[folder = "$OUT_DIR/panel-dist/"]
 struct Assets;
@@ -23,7 +21,7 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
 /// The response for `path` if it belongs to the panel: `/`, `/ui` and any
 /// `/ui/…` path that is not a file get index.html (the app routes in the
 /// browser); a missing file (a last segment with a dot) is a 404.
-pub(crate) fn serve(path: &str) -> Option<Response<ProxyBody>> {
+pub(crate) fn serve(path: &str) -> Option<Response<Bytes>> {
     let file = match path {
         "/" | "/ui" => "",
         _ => path.strip_prefix("/ui/")?,
@@ -39,7 +37,7 @@ pub(crate) fn serve(path: &str) -> Option<Response<ProxyBody>> {
         Cow::Borrowed(bytes) => Bytes::from_static(bytes),
         Cow::Owned(bytes) => Bytes::from(bytes),
     };
-    let mut response = Response::new(ProxyBody::full(bytes));
+    let mut response = Response::new(bytes);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     // File names carry no hash, so the browser must ask again each load;
@@ -72,8 +70,8 @@ fn content_type(name: &str, guessed: &str) -> HeaderValue {
     HeaderValue::from_static(mime)
 }
 
-fn not_found(path: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(format!("no panel file at {path}\n")));
+fn not_found(path: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(format!("no panel file at {path}\n")));
     *response.status_mut() = StatusCode::NOT_FOUND;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -84,39 +82,36 @@ fn not_found(path: &str) -> Response<ProxyBody> {
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::BodyExt;
-
     use super::*;
 
-    async fn get(path: &str) -> (StatusCode, String, Bytes) {
+    fn get(path: &str) -> (StatusCode, String, Bytes) {
         let response = serve(path).expect("a panel path");
         let status = response.status();
         let content_type = response.headers()[header::CONTENT_TYPE]
             .to_str()
             .unwrap()
             .to_owned();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, content_type, body)
+        (status, content_type, response.into_body())
     }
 
-    #[tokio::test]
-    async fn app_paths_get_index_html_and_missing_files_a_404() {
-        let (status, content_type, index) = get("/").await;
+    #[test]
+    fn app_paths_get_index_html_and_missing_files_a_404() {
+        let (status, content_type, index) = get("/");
         assert_eq!(status, StatusCode::OK);
         assert_eq!(content_type, "text/html; charset=utf-8");
         for path in ["/ui", "/ui/", "/ui/functions/0123456789abcdef"] {
-            let (status, _, body) = get(path).await;
+            let (status, _, body) = get(path);
             assert_eq!((status, &body), (StatusCode::OK, &index), "{path}");
         }
-        assert_eq!(get("/ui/pkg/nothing.js").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get("/ui/pkg/nothing.js").0, StatusCode::NOT_FOUND);
         assert!(serve("/api/functions").is_none());
         assert!(serve("/uix").is_none());
     }
 
-    #[tokio::test]
-    async fn every_asset_is_served_with_the_type_a_browser_needs() {
+    #[test]
+    fn every_asset_is_served_with_the_type_a_browser_needs() {
         for name in Assets::iter() {
-            let (status, content_type, body) = get(&format!("/ui/{name}")).await;
+            let (status, content_type, body) = get(&format!("/ui/{name}"));
             assert_eq!(status, StatusCode::OK, "{name}");
             assert!(!body.is_empty(), "{name} is empty");
             if name.ends_with(".wasm") {

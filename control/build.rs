@@ -33,7 +33,7 @@ fn run() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let workspace = manifest_dir
         .parent()
-        .ok_or("proxy/ has no parent directory")?
+        .ok_or("control/ has no parent directory")?
         .to_owned();
     let panel = workspace.join("panel");
     let dist = PathBuf::from(env_var("OUT_DIR")?).join("panel-dist");

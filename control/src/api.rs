@@ -1,49 +1,51 @@
 //! The control API (docs/API.md): guards, routing, and handlers that only
-//! call the engine.
+//! call the engine. What an outcome or a setting means is the codec's
+//! business (`cacheow_engine::OutcomeCodec`), never this module's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use cacheow_engine::{
-    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, MockEntry, Mode,
-    NewOutcome, OutcomeId, OutcomeType, StoredOutcome,
+    CallKey, Engine, EngineError, FunctionHandle, FunctionId, MAX_WAIT_MS, MockEntry, Mode,
+    NewOutcome, OutcomeId, StoredOutcome,
 };
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use crate::body::ProxyBody;
-use crate::error::{ErrorKind, json_response};
-use crate::outcome_http::{body_from_json, headers_from_json, headers_to_json, response_parts};
-
-/// Checks a manual outcome for a function before it is stored: the
-/// in-process library knows each wrapped function's Rust types, so it can
-/// refuse a value that would not replay. `Err` says what is wrong with it.
-pub type OutcomeCheck = Arc<dyn Fn(&FunctionId, &NewOutcome) -> Result<(), String> + Send + Sync>;
-
-/// What the control API needs: the engine, how clients reach it, and what
-/// the server serving it wants to add.
-pub(crate) struct Control {
-    pub(crate) engine: Engine,
+/// The control API of one engine: how clients reach it, its token, and
+/// what the server serving it adds to `/api/info`.
+pub struct Control {
+    engine: Engine,
     /// The bound address (the configured port may be 0).
-    pub(crate) listen: SocketAddr,
+    listen: SocketAddr,
     /// `host:port` names under which the listener is reached.
     own_authorities: Vec<String>,
     token: Option<String>,
     /// Fields `/api/info` adds to the common ones.
     info: Map<String, Value>,
-    check_outcome: Option<OutcomeCheck>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Control {
-    pub(crate) fn new(
+    /// The API of `engine`, reached at `listen`. With a `token`, `/api/`
+    /// requires `authorization: Bearer <token>`; `info` is added to what
+    /// `GET /api/info` says.
+    pub fn new(
         engine: Engine,
         listen: SocketAddr,
         token: Option<String>,
         info: Map<String, Value>,
-        check_outcome: Option<OutcomeCheck>,
     ) -> Self {
         let port = listen.port();
         let own_authorities = vec![
@@ -58,12 +60,11 @@ impl Control {
             own_authorities,
             token,
             info,
-            check_outcome,
         }
     }
 
     /// True if `authority` names this listener (API, not a proxy target).
-    pub(crate) fn is_own_authority(&self, authority: &str) -> bool {
+    pub fn is_own_authority(&self, authority: &str) -> bool {
         self.own_authorities
             .iter()
             .any(|own| own.eq_ignore_ascii_case(authority))
@@ -111,7 +112,7 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+    fn into_response(self) -> Response<Bytes> {
         let mut error =
             json!({"status": self.status.as_u16(), "code": self.code, "message": self.message});
         if let Some(field) = self.field {
@@ -119,6 +120,36 @@ impl ApiError {
         }
         json_response(self.status, &json!({ "error": error }))
     }
+}
+
+/// A request cacheow will not serve, as `{"error": {status, code, message}}`:
+/// the shape of every refusal, from the API and from the proxy.
+pub fn refused(status: StatusCode, code: &'static str, message: &str) -> Response<Bytes> {
+    ApiError::new(status, code, message).into_response()
+}
+
+/// A JSON reply with the given status.
+pub fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
+    let mut bytes = serde_json::to_vec(value).expect("JSON values always serialise");
+    bytes.push(b'\n');
+    let mut response = Response::new(Bytes::from(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Compares a token a client sent with the expected one in time that does
+/// not depend on where they differ.
+pub fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 impl From<EngineError> for ApiError {
@@ -138,7 +169,7 @@ impl From<EngineError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response<ProxyBody>, ApiError>;
+type ApiResult = Result<Response<Bytes>, ApiError>;
 
 fn accepts_html(request: &Request<Incoming>) -> bool {
     request
@@ -148,14 +179,16 @@ fn accepts_html(request: &Request<Incoming>) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
 }
 
-/// Serves one origin-form request on the main listener.
-pub(crate) async fn handle(state: Arc<Control>, request: Request<Incoming>) -> Response<ProxyBody> {
-    if let Err(e) = guard(&state, &request) {
-        return e.into_response();
-    }
-    match route(state, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+impl Control {
+    /// Serves one request for the panel or the API.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Bytes> {
+        if let Err(e) = guard(&self, &request) {
+            return e.into_response();
+        }
+        match route(self, request).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
     }
 }
 
@@ -200,7 +233,7 @@ fn guard(state: &Control, request: &Request<Incoming>) -> Result<(), ApiError> {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|given| crate::guard::same(given.as_bytes(), token.as_bytes())) {
+        if !given.is_some_and(|given| tokens_match(given.as_bytes(), token.as_bytes())) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -244,7 +277,7 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
                         page.respond(
                             &outcomes,
                             |o| o.outcome().id.to_string(),
-                            |o| outcome_summary(o),
+                            |o| outcome_summary(&function, o),
                         )
                     })
                     .await
@@ -253,9 +286,7 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
                 (Method::POST, ["latency"]) => set_latency(&function, request).await,
                 (Method::POST, ["config"]) => set_config(&function, request).await,
                 (Method::POST, ["mock-outcomes"]) => set_mock_entries(&function, request).await,
-                (Method::POST, ["outcomes", "manual"]) => {
-                    add_manual(&function, state.check_outcome.as_ref(), request).await
-                }
+                (Method::POST, ["outcomes", "manual"]) => add_manual(&function, request).await,
                 (Method::GET, ["outcomes", outcome]) => {
                     let outcome = find_outcome(&function, outcome)?;
                     Ok(ok_json(
@@ -400,7 +431,7 @@ fn method_not_allowed(path: &str) -> ApiError {
     )
 }
 
-fn ok_json(value: &Value) -> Response<ProxyBody> {
+fn ok_json(value: &Value) -> Response<Bytes> {
     json_response(StatusCode::OK, value)
 }
 
@@ -457,36 +488,26 @@ fn find_outcome(function: &FunctionHandle, text: &str) -> Result<Arc<StoredOutco
     })
 }
 
-/// `METHOD scheme://host/route` split into its parts.
-fn http_identity(name: &str) -> Value {
-    let Some((method, url)) = name.split_once(' ') else {
-        return Value::Null;
-    };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Value::Null;
-    };
-    let (host, route) = rest
-        .find('/')
-        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-    json!({"method": method, "scheme": scheme, "host": host, "route": route})
-}
-
 fn summary(function: &FunctionHandle) -> Value {
     let snapshot = function.snapshot();
     let stats = function.stats();
     let mut stats_json = serde_json::to_value(&stats).expect("stats serialise");
     stats_json["average_duration_ms"] = json!(stats.average_duration_ms());
-    json!({
+    let mut value = json!({
         "id": snapshot.id,
         "name": snapshot.name,
         "kind": snapshot.kind,
         "mode": snapshot.mode,
         "latency_ms": snapshot.latency_ms,
         "latency_jitter_ms": snapshot.latency_jitter_ms,
-        "http": if snapshot.kind == FunctionKind::Http { http_identity(&snapshot.name) } else { Value::Null },
         "outcome_count": function.outcome_count(),
         "stats": stats_json,
-    })
+    });
+    value
+        .as_object_mut()
+        .expect("a JSON object")
+        .extend(function.codec().describe(&snapshot));
+    value
 }
 
 fn detail(function: &FunctionHandle) -> Value {
@@ -496,7 +517,7 @@ fn detail(function: &FunctionHandle) -> Value {
     value["outcomes"] = function
         .outcomes()
         .iter()
-        .map(|o| outcome_summary(o))
+        .map(|o| outcome_summary(function, o))
         .collect();
     value["mock_outcomes"] =
         serde_json::to_value(&snapshot.mock_entries).expect("entries serialise");
@@ -504,39 +525,9 @@ fn detail(function: &FunctionHandle) -> Value {
     value
 }
 
-fn outcome_summary(stored: &StoredOutcome) -> Value {
+fn outcome_summary(function: &FunctionHandle, stored: &StoredOutcome) -> Value {
     let o = stored.outcome();
-    let (status, preview, size) = match o.outcome_type {
-        OutcomeType::Exception => (
-            Value::Null,
-            o.exception_message.clone().unwrap_or_default(),
-            0,
-        ),
-        _ => match o.value.get("status") {
-            Some(status) => {
-                let body = match o.value.get("chunks").and_then(Value::as_array) {
-                    Some(chunks) => chunks
-                        .iter()
-                        .filter_map(|c| body_from_json(c.get("data").unwrap_or(&Value::Null)).ok())
-                        .flat_map(|b| b.to_vec())
-                        .collect(),
-                    None => body_from_json(o.value.get("body").unwrap_or(&Value::Null))
-                        .unwrap_or_default()
-                        .to_vec(),
-                };
-                (
-                    status.clone(),
-                    String::from_utf8_lossy(&body[..body.len().min(600)]).into_owned(),
-                    body.len(),
-                )
-            }
-            None => {
-                let text = o.value.to_string();
-                let size = text.len();
-                (Value::Null, text, size)
-            }
-        },
-    };
+    let preview = function.preview(stored);
     json!({
         "id": o.id,
         "call_key": o.call_key,
@@ -546,10 +537,10 @@ fn outcome_summary(stored: &StoredOutcome) -> Value {
         "is_mock_only": o.is_mock_only,
         "created_at": o.created_at,
         "last_seen_at": stored.last_seen_at(),
-        "status": status,
+        "status": preview.status,
         "exception_type": o.exception_type,
-        "preview": preview.chars().take(200).collect::<String>(),
-        "size": size,
+        "preview": preview.text,
+        "size": preview.size,
     })
 }
 
@@ -647,53 +638,28 @@ fn whole_ms(value: &Value, field: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// Settings the API may change; the call-key rules come from the config
-/// file only.
+/// Settings the API may change, as the function's codec knows them.
 async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
     let body = read_json(request).await?;
+    let codec = function.codec();
     let mut settings = Map::new();
     for (key, value) in body {
-        match key.as_str() {
-            crate::replay::SPEED => {
-                let valid =
-                    value.is_null() || value.as_f64().is_some_and(crate::replay::valid_speed);
-                if !valid {
-                    return Err(ApiError::field(
-                        "invalid_field",
-                        key,
-                        format!(
-                            "`replay_speed` must be a number from 0 to 100 (1 = as recorded, 0 = at once), got {value}"
-                        ),
-                    ));
-                }
+        match codec.check_setting(&key, &value) {
+            Some(Ok(())) => {
                 settings.insert(key, value);
             }
-            crate::replay::DURATION => {
-                if !(value.is_null() || value.is_boolean()) {
-                    return Err(ApiError::field(
-                        "invalid_field",
-                        key,
-                        format!(
-                            "`replay_duration` must be true (replies take their recorded time) or false (instant), got {value}"
-                        ),
-                    ));
-                }
-                settings.insert(key, value);
-            }
-            "ignore_query" | "ignore_body_fields" | "include_headers" => {
+            Some(Err(reason)) => return Err(ApiError::field("invalid_field", key, reason)),
+            None => {
+                let known = codec.setting_names();
+                let known = if known.is_empty() {
+                    "this function has no settings to change".to_owned()
+                } else {
+                    format!("the settings are: {}", known.join(", "))
+                };
                 return Err(ApiError::field(
                     "invalid_field",
                     key.clone(),
-                    format!("`{key}` is a call-key rule; set it for the route in the config file"),
-                ));
-            }
-            _ => {
-                return Err(ApiError::field(
-                    "invalid_field",
-                    key.clone(),
-                    format!(
-                        "unknown setting `{key}`; the settings are: replay_speed, replay_duration"
-                    ),
+                    format!("unknown setting `{key}`; {known}"),
                 ));
             }
         }
@@ -759,13 +725,8 @@ async fn set_mock_entries(function: &FunctionHandle, request: Request<Incoming>)
     Ok(ok_json(&json!({"status": "ok"})))
 }
 
-async fn add_manual(
-    function: &FunctionHandle,
-    check: Option<&OutcomeCheck>,
-    request: Request<Incoming>,
-) -> ApiResult {
+async fn add_manual(function: &FunctionHandle, request: Request<Incoming>) -> ApiResult {
     let body = read_json(request).await?;
-    let is_http = function.snapshot().kind == FunctionKind::Http;
     let call_key: Option<CallKey> = match body.get("call_key") {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => Some(text.parse().map_err(|e: cacheow_engine::IdError| {
@@ -780,14 +741,7 @@ async fn add_manual(
         }
     };
     let mut outcome = match required(&body, "outcome_type")?.as_str() {
-        Some("return") => {
-            let value = required(&body, "value")?;
-            NewOutcome::returned(if is_http {
-                http_value(value)?
-            } else {
-                value.clone()
-            })
-        }
+        Some("return") => NewOutcome::returned(required(&body, "value")?.clone()),
         Some("exception") => {
             let kind = match required(&body, "exception_type")? {
                 Value::String(kind) => kind.clone(),
@@ -799,10 +753,6 @@ async fn add_manual(
                     ));
                 }
             };
-            if is_http {
-                kind.parse::<ErrorKind>()
-                    .map_err(|e| ApiError::field("invalid_field", "exception_type", e))?;
-            }
             let message = match body.get("exception_message") {
                 None | Some(Value::Null) => format!("manual {kind} outcome"),
                 Some(Value::String(m)) => m.clone(),
@@ -818,15 +768,12 @@ async fn add_manual(
             if let Some(ms) = body.get("duration_ms") {
                 outcome.duration_ms = ms
                     .as_f64()
-                    .filter(|ms| (0.0..=crate::replay::MAX_WAIT_MS).contains(ms))
+                    .filter(|ms| (0.0..=MAX_WAIT_MS).contains(ms))
                     .ok_or_else(|| {
                         ApiError::field(
                             "invalid_field",
                             "duration_ms",
-                            format!(
-                                "`duration_ms` must be a number from 0 to {}",
-                                crate::replay::MAX_WAIT_MS
-                            ),
+                            format!("`duration_ms` must be a number from 0 to {MAX_WAIT_MS}"),
                         )
                     })?;
             }
@@ -841,22 +788,15 @@ async fn add_manual(
         }
     };
     outcome.is_mock_only = optional_bool(&body, "is_mock_only", false, "is_mock_only")?;
-    if let Some(check) = check {
-        check(&function.id(), &outcome).map_err(|reason| {
-            let field = match outcome.outcome_type {
-                OutcomeType::Exception => "exception_type",
-                _ => "value",
-            };
-            ApiError::field("invalid_field", field, reason)
-        })?;
-    }
-    let recording = function.add_manual(call_key, outcome);
+    let recording = function
+        .add_manual(call_key, outcome)
+        .map_err(|refusal| ApiError::field("invalid_field", refusal.field, refusal.message))?;
     let outcome_id = recording.outcome_id;
     let is_new = recording.is_new;
     // Internal: in durable mode an "ok" means stored, as for proxied calls.
     match recording.persisted().await {
         Ok(()) => {}
-        Err(cacheow_storage::WriteError::MirrorLagging { reason }) => {
+        Err(cacheow_engine::WriteError::MirrorLagging { reason }) => {
             tracing::warn!(function = %function.id(), %reason, "manual outcome committed; its JSON file lags");
         }
         Err(e) if !is_new => {
@@ -873,33 +813,4 @@ async fn add_manual(
         }
     }
     Ok(ok_json(&json!({"status": "ok", "outcome_id": outcome_id})))
-}
-
-/// Validates and normalises `{"status", "headers", "body"}` for an HTTP
-/// function: headers become `[[name, value], …]`.
-fn http_value(value: &Value) -> Result<Value, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::field(
-            "invalid_field",
-            "value",
-            "`value` must be an object like {\"status\": 200, \"headers\": {}, \"body\": …}",
-        ));
-    }
-    response_parts(value).map_err(|reason| {
-        let field = if reason.contains("status") {
-            "value.status"
-        } else if reason.contains("header") {
-            "value.headers"
-        } else {
-            "value.body"
-        };
-        ApiError::field("invalid_field", field, reason)
-    })?;
-    let headers = headers_from_json(value.get("headers").unwrap_or(&Value::Null))
-        .map_err(|reason| ApiError::field("invalid_field", "value.headers", reason))?;
-    Ok(json!({
-        "status": value["status"],
-        "headers": headers_to_json(&headers, &[]),
-        "body": value.get("body").cloned().unwrap_or(Value::Null),
-    }))
 }

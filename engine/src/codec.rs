@@ -1,0 +1,134 @@
+//! How one kind of function's outcomes are checked, normalised and
+//! summarised. The engine stores values it does not understand; the layer
+//! that owns a kind (the proxy for HTTP, the library for Rust types)
+//! registers a codec, and the control API asks it instead of knowing HTTP.
+
+use cacheow_storage::{Function, Outcome, OutcomeType};
+use serde_json::{Map, Value};
+
+use crate::outcome::NewOutcome;
+
+/// The longest recorded time (a call's duration, a stream chunk's offset)
+/// anything waits for on replay: one hour, in milliseconds.
+pub const MAX_WAIT_MS: f64 = 3_600_000.0;
+
+/// What a list of outcomes shows of one: computed once per outcome, when it
+/// is recorded, so paging a long list decodes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// The status a reply would carry, for kinds that have one.
+    pub status: Option<u16>,
+    /// The start of the value as text, at most [`Preview::MAX_CHARS`].
+    pub text: String,
+    /// The value's size in bytes as the kind counts it (an HTTP body's length).
+    pub size: u64,
+}
+
+impl Preview {
+    /// How many characters of text a preview keeps.
+    pub const MAX_CHARS: usize = 200;
+
+    /// A preview of `text`, cut to [`Preview::MAX_CHARS`] characters.
+    pub fn new(status: Option<u16>, text: &str, size: u64) -> Self {
+        Self {
+            status,
+            text: text.chars().take(Self::MAX_CHARS).collect(),
+            size,
+        }
+    }
+
+    /// The preview every kind gives a failure: its message.
+    pub fn of_exception(outcome: &Outcome) -> Self {
+        Self::new(None, outcome.exception_message.as_deref().unwrap_or(""), 0)
+    }
+}
+
+/// Why a manual outcome was refused: the field at fault and what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct CodecError {
+    /// The request field at fault (`value`, `value.headers`, `exception_type`, …).
+    pub field: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl CodecError {
+    /// A refusal of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One kind's rules for outcomes and settings.
+pub trait OutcomeCodec: Send + Sync {
+    /// Checks a manual outcome for `function` and returns it in the form it
+    /// is stored in; `Err` when it would not replay.
+    fn normalise(&self, function: &Function, outcome: NewOutcome)
+    -> Result<NewOutcome, CodecError>;
+
+    /// The list summary of a stored outcome.
+    fn preview(&self, outcome: &Outcome) -> Preview;
+
+    /// Fields the kind adds to a function's summary (the proxy splits an
+    /// HTTP function's name into method, scheme, host and route).
+    fn describe(&self, function: &Function) -> Map<String, Value> {
+        let _ = function;
+        Map::new()
+    }
+
+    /// Checks a per-function setting the API was asked to change: `None`
+    /// when the kind has no such setting, else whether `value` is valid.
+    fn check_setting(&self, key: &str, value: &Value) -> Option<Result<(), String>> {
+        let _ = (key, value);
+        None
+    }
+
+    /// The settings `check_setting` knows, for the error naming them.
+    fn setting_names(&self) -> &[&str] {
+        &[]
+    }
+}
+
+/// The codec of kinds nobody registered one for: any JSON value replays, and
+/// the preview is its JSON text.
+pub(crate) struct JsonCodec;
+
+impl OutcomeCodec for JsonCodec {
+    fn normalise(
+        &self,
+        _function: &Function,
+        outcome: NewOutcome,
+    ) -> Result<NewOutcome, CodecError> {
+        Ok(outcome)
+    }
+
+    fn preview(&self, outcome: &Outcome) -> Preview {
+        json_preview(outcome)
+    }
+}
+
+/// A preview of an outcome's value as JSON text (the message of a failure).
+pub fn json_preview(outcome: &Outcome) -> Preview {
+    if outcome.outcome_type == OutcomeType::Exception {
+        return Preview::of_exception(outcome);
+    }
+    let text = outcome.value.to_string();
+    Preview::new(None, &text, text.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_keeps_two_hundred_characters_not_bytes() {
+        let text = "é".repeat(300);
+        let preview = Preview::new(Some(200), &text, 600);
+        assert_eq!(preview.text.chars().count(), Preview::MAX_CHARS);
+        assert_eq!(preview.size, 600);
+    }
+}
