@@ -15,11 +15,12 @@ step "toolchain: wasm32 target for the panel (no-op when present)"
 rustup target add wasm32-unknown-unknown
 
 # Tool -> Debian package. Besides the browser: network namespaces (ip),
-# a small tmpfs to fill (mount), a low open-files limit (prlimit), FIFOs
-# and gzip bombs for the safety tests.
+# a small tmpfs to fill (mount), a low open-files limit (prlimit), one core
+# (taskset), FIFOs and gzip bombs for the safety tests.
 declare -A package_of=(
     [chromium]=chromium [chromedriver]=chromium-driver [curl]=curl
-    [ip]=iproute2 [mount]=mount [prlimit]=util-linux [mkfifo]=coreutils [gzip]=gzip
+    [ip]=iproute2 [mount]=mount [prlimit]=util-linux [taskset]=util-linux
+    [mkfifo]=coreutils [gzip]=gzip
 )
 missing=()
 for tool in "${!package_of[@]}"; do

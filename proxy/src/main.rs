@@ -50,10 +50,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     raise_open_files_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -161,6 +158,21 @@ fn quiet_contained_panics() {
             default(info);
         }
     }));
+}
+
+/// The async runtime for the cores this process may use. Internal: on one
+/// core (a pinned benchmark, a one-CPU container) a multi-thread scheduler
+/// has a single worker and only adds hand-offs between threads; the
+/// current-thread one serves about 1.45× the recorded calls there
+/// (docs/benchmarks.md). With more cores the multi-thread one spreads
+/// connections over them.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
 }
 
 /// Raises the soft open-files limit to the hard one: the common soft

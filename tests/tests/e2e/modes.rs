@@ -467,3 +467,78 @@ async fn a_no_mock_outcome_call_and_an_oversize_call_are_counted_once() {
     assert_eq!(stats["exceptions"], 0, "{stats}");
     assert_eq!(stats["unrecorded"]["request_oversize"], 1, "{stats}");
 }
+
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+/// Twenty different calls at once through `cacheow`: each reply's
+/// `x-cacheow-source` and body, in call order.
+async fn twenty_calls(cacheow: &Cacheow, upstream: &Upstream) -> Vec<(String, bytes::Bytes)> {
+    let client = cacheow.proxied_client();
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{}/v1/items/{i}", upstream.url());
+            tokio::spawn(async move {
+                let response = client.post(url).body(format!("item {i}")).send().await;
+                let response = response.unwrap();
+                let source = response.headers()["x-cacheow-source"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                (source, response.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for send in sends {
+        replies.push(send.await.unwrap());
+    }
+    replies
+}
+
+#[tokio::test]
+async fn on_one_core_cacheow_runs_one_thread_of_requests_and_loses_nothing() {
+    let upstream = Upstream::echo().await;
+    let mut cacheow = Cacheow::start_under(
+        &["taskset", "-c", "0"],
+        &["--default-mode", "cache", "--durable"],
+    );
+    // Internal: tokio names its worker threads `tokio-rt-worker` (older
+    // versions `tokio-runtime-worker`); the current-thread runtime serves
+    // on the main thread, so none exist before anything asks for a
+    // blocking thread.
+    let names = thread_names(cacheow.pid());
+    assert!(
+        !names.iter().any(|n| n.starts_with("tokio-r")),
+        "a one-core cacheow should run the current-thread runtime: {names:?}"
+    );
+    let recorded = twenty_calls(&cacheow, &upstream).await;
+    assert!(recorded.iter().all(|(source, _)| source == "upstream"));
+    assert_eq!(upstream.hits(), 20);
+    let replayed = twenty_calls(&cacheow, &upstream).await;
+    assert!(replayed.iter().all(|(source, _)| source == "cache"));
+    assert_eq!(upstream.hits(), 20, "every repeat is a replay");
+    let bodies = |replies: &[(String, bytes::Bytes)]| -> Vec<bytes::Bytes> {
+        replies.iter().map(|(_, body)| body.clone()).collect()
+    };
+    assert_eq!(
+        bodies(&recorded),
+        bodies(&replayed),
+        "replayed bytes are the recorded bytes"
+    );
+
+    assert!(cacheow.stop().success(), "{}", cacheow.logs());
+    let cacheow = cacheow.restart();
+    let after_restart = twenty_calls(&cacheow, &upstream).await;
+    assert!(after_restart.iter().all(|(source, _)| source == "cache"));
+    assert_eq!(upstream.hits(), 20, "durable outcomes survive the stop");
+    drop(cacheow);
+}
