@@ -122,9 +122,8 @@ impl ApiError {
     }
 }
 
-/// A request cacheow will not serve, as `{"error": {status, code, message}}`:
-/// the shape of every refusal, from the API and from the proxy.
-pub fn refused(status: StatusCode, code: &'static str, message: &str) -> Response<Bytes> {
+/// A request the API will not serve, as `{"error": {status, code, message}}`.
+pub(crate) fn refused(status: StatusCode, code: &'static str, message: &str) -> Response<Bytes> {
     ApiError::new(status, code, message).into_response()
 }
 
@@ -503,10 +502,10 @@ fn summary(function: &FunctionHandle) -> Value {
         "outcome_count": function.outcome_count(),
         "stats": stats_json,
     });
-    value
-        .as_object_mut()
-        .expect("a JSON object")
-        .extend(function.codec().describe(&snapshot));
+    let fields = value.as_object_mut().expect("a JSON object");
+    for (key, extra) in function.codec().describe(&snapshot) {
+        fields.entry(key).or_insert(extra);
+    }
     value
 }
 

@@ -3,7 +3,7 @@
 //! that owns a kind (the proxy for HTTP, the library for Rust types)
 //! registers a codec, and the control API asks it instead of knowing HTTP.
 
-use cacheow_storage::{Function, Outcome, OutcomeType};
+use cacheow_storage::{Function, FunctionKind, Outcome, OutcomeType};
 use serde_json::{Map, Value};
 
 use crate::outcome::NewOutcome;
@@ -94,15 +94,24 @@ pub trait OutcomeCodec: Send + Sync {
 }
 
 /// The codec of kinds nobody registered one for: any JSON value replays, and
-/// the preview is its JSON text.
+/// the preview is its JSON text. HTTP is the exception: only the proxy can
+/// tell a reply that replays from one that does not.
 pub(crate) struct JsonCodec;
 
 impl OutcomeCodec for JsonCodec {
     fn normalise(
         &self,
-        _function: &Function,
+        function: &Function,
         outcome: NewOutcome,
     ) -> Result<NewOutcome, CodecError> {
+        // Internal: a library program may open a data dir the proxy
+        // recorded; it must not store an HTTP reply nothing has checked.
+        if function.kind == FunctionKind::Http {
+            return Err(CodecError::new(
+                "value",
+                "outcomes of HTTP functions are checked by the cacheow proxy: add this one through the panel or API of `cacheow serve`",
+            ));
+        }
         Ok(outcome)
     }
 

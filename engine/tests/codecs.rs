@@ -65,6 +65,16 @@ fn manual_outcomes_go_through_the_codec_of_their_kind() {
     let stored = http.outcome(&id).unwrap();
     assert_eq!(stored.outcome().value["checked"], true, "stored normalised");
 
+    // Without the proxy's codec an HTTP function takes no manual outcome.
+    let bare = temp_data_dir();
+    let bare = Engine::open(bare.path(), EngineOptions::default()).unwrap();
+    let unchecked = bare.ensure_function(FunctionSpec::new("GET http://t/z", FunctionKind::Http));
+    let refused = unchecked
+        .add_manual(None, NewOutcome::returned(json!({"status": 200})))
+        .unwrap_err();
+    assert!(refused.message.contains("cacheow serve"), "{refused}");
+    assert_eq!(unchecked.outcome_count(), 0);
+
     // Another kind keeps the plain JSON codec: any value passes.
     let sync = engine.ensure_function(FunctionSpec::new("tests::f", FunctionKind::Sync));
     sync.add_manual(None, NewOutcome::returned(json!("anything")))

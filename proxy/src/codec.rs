@@ -9,7 +9,7 @@ use cacheow_engine::{
 use serde_json::{Map, Value, json};
 
 use crate::error::ErrorKind;
-use crate::outcome_http::{body_from_json, headers_from_json, headers_to_json, response_parts};
+use crate::outcome_http::{body_preview, headers_from_json, headers_to_json, response_parts};
 use crate::replay;
 
 /// How many bytes of a body a preview decodes as text.
@@ -43,23 +43,23 @@ impl OutcomeCodec for HttpCodec {
             return json_preview(outcome);
         };
         let status = status.as_u64().and_then(|s| u16::try_from(s).ok());
-        // Internal: a text body (the common case) is previewed in place,
-        // not copied whole to show its first characters.
-        if let Some(Value::String(text)) = outcome.value.get("body") {
-            return Preview::new(status, text, text.len() as u64);
-        }
-        let body: Vec<u8> = match outcome.value.get("chunks").and_then(Value::as_array) {
+        // Internal: made when a new outcome is recorded, on the request
+        // path, so it reads the start of the body and never builds it.
+        let mut text = Vec::with_capacity(PREVIEW_BYTES);
+        let size = match outcome.value.get("chunks").and_then(Value::as_array) {
             Some(chunks) => chunks
                 .iter()
-                .filter_map(|c| body_from_json(c.get("data").unwrap_or(&Value::Null)).ok())
-                .flat_map(|b| b.to_vec())
-                .collect(),
-            None => body_from_json(outcome.value.get("body").unwrap_or(&Value::Null))
-                .unwrap_or_default()
-                .to_vec(),
+                .map(|c| {
+                    let data = c.get("data").unwrap_or(&Value::Null);
+                    body_preview(data, &mut text, PREVIEW_BYTES)
+                })
+                .sum(),
+            None => {
+                let body = outcome.value.get("body").unwrap_or(&Value::Null);
+                body_preview(body, &mut text, PREVIEW_BYTES)
+            }
         };
-        let text = String::from_utf8_lossy(&body[..body.len().min(PREVIEW_BYTES)]);
-        Preview::new(status, &text, body.len() as u64)
+        Preview::new(status, &String::from_utf8_lossy(&text), size)
     }
 
     fn describe(&self, function: &Function) -> Map<String, Value> {
@@ -159,6 +159,36 @@ mod tests {
         assert_eq!(
             HttpCodec.describe(&function)["http"],
             json!({"method": "GET", "scheme": "http", "host": "api.test", "route": "/users"})
+        );
+    }
+
+    #[test]
+    fn a_preview_reads_every_body_form_without_building_it() {
+        let function = sample_function("users");
+        let mut outcome = sample_outcome(&function, "k", "");
+        let object = json!({"a": "y".repeat(700)});
+        let cases = [
+            (json!({"base64": "aGVsbG8gd29ybGQ="}), "hello world", 11),
+            (json!({"base64": "AAEC"}), "\u{0}\u{1}\u{2}", 3),
+            (
+                object.clone(),
+                &object.to_string()[..200],
+                object.to_string().len(),
+            ),
+        ];
+        for (body, text, size) in cases {
+            outcome.value = json!({"status": 200, "headers": [], "body": body});
+            let preview = HttpCodec.preview(&outcome);
+            assert_eq!((preview.text.as_str(), preview.size), (text, size as u64));
+        }
+        outcome.value = json!({"status": 200, "headers": [], "chunks": [
+            {"offset_ms": 0, "data": "data: 1\n\n"},
+            {"offset_ms": 5, "data": {"base64": "ZGF0YTogMgoK"}},
+        ]});
+        let preview = HttpCodec.preview(&outcome);
+        assert_eq!(
+            (preview.text.as_str(), preview.size),
+            ("data: 1\n\ndata: 2\n\n", 18)
         );
     }
 

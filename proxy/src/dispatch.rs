@@ -12,7 +12,7 @@ use cacheow_control::{Connection, Deadline, serve_connection};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
@@ -82,7 +82,6 @@ pub(crate) async fn serve_accepted(
             return;
         }
         FirstLine::Refuse(message) => {
-            tracing::info!(%peer, %message, "refused a request with a bad request target");
             refuse_raw(&mut stream, &message).await;
             return;
         }
@@ -95,18 +94,30 @@ pub(crate) async fn serve_accepted(
 }
 
 /// A 400 written straight to the socket: hyper could not parse the request
-/// line, so there is no request to answer through it.
-async fn refuse_raw(stream: &mut Deadline<TcpStream>, message: &str) {
+/// line, so there is no request to answer through it. The head and body are
+/// those of the one responder's reply.
+async fn refuse_raw<W: AsyncWrite + Unpin>(stream: &mut W, message: &str) {
     let response = bad_target(StatusCode::BAD_REQUEST, message);
-    let body = match response.into_body() {
-        ProxyBody::Full(Some(bytes)) => bytes,
-        _ => bytes::Bytes::new(),
+    let (parts, body) = response.into_parts();
+    let ProxyBody::Full(body) = body else {
+        unreachable!("error replies are buffered JSON");
     };
-    let head = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+    let body = body.unwrap_or_default();
+    let mut head = format!("HTTP/1.1 {}\r\n", parts.status).into_bytes();
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
     );
-    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&head).await;
     let _ = stream.write_all(&body).await;
     let _ = stream.shutdown().await;
 }
@@ -306,11 +317,23 @@ async fn api(state: &AppState, request: Request<Incoming>) -> Response<ProxyBody
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_error_reply_written_to_the_socket_is_the_json_bad_target() {
-        let response = bad_target(StatusCode::BAD_REQUEST, "no");
-        assert!(
-            matches!(response.into_body(), ProxyBody::Full(Some(bytes)) if bytes.starts_with(b"{\"error\""))
-        );
+    #[tokio::test]
+    async fn a_bad_request_line_gets_the_responders_400_on_the_socket() {
+        let mut written = Vec::new();
+        refuse_raw(&mut written, "the request target is not a URL").await;
+        let text = String::from_utf8(written).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        for line in [
+            "x-cacheow-error: bad_target",
+            "content-type: application/json",
+            &format!("content-length: {}", body.len()),
+            "connection: close",
+        ] {
+            assert!(head.contains(line), "{line} missing from {head}");
+        }
+        let error: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["error"]["code"], "bad_target");
+        assert_eq!(error["error"]["message"], "the request target is not a URL");
     }
 }

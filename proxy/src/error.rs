@@ -237,8 +237,9 @@ impl ProxyError {
         Ok(self.response(status))
     }
 
-    /// The reply to a request refused before it became a call. A refusal
-    /// is never a reset.
+    /// The reply to a request that never became a recorded call (a
+    /// refusal, an upgrade or blind tunnel whose upstream failed): always a
+    /// readable reply, never a reset, since nothing is replayed.
     pub(crate) fn refuse(self) -> Response<ProxyBody> {
         self.log();
         let status = self.kind.status().unwrap_or(StatusCode::BAD_GATEWAY);
@@ -285,23 +286,32 @@ impl ProxyError {
         response
     }
 
-    /// Client-caused errors are not cacheow's and log below WARN; a replayed
-    /// failure is the mode doing its job and logs at DEBUG.
+    /// Client-caused errors are not cacheow's and log at INFO (a loop, a
+    /// misconfiguration the user must see, at WARN); a replayed failure is
+    /// the mode doing its job and logs at DEBUG; a stored outcome that
+    /// cannot replay (a hand edit) at WARN; a store that cannot write at
+    /// ERROR.
     fn log(&self) {
         let code = self.kind.code();
         let message = &self.message;
         let replayed = matches!(self.source, Some(Source::Cache | Source::Mock));
         let function = self.function.as_ref().map(ToString::to_string);
-        match self.kind.side() {
-            Side::Upstream if replayed => {
+        match (self.kind.side(), self.kind) {
+            (Side::Upstream, _) if replayed => {
                 tracing::debug!(?function, code, %message, "replayed a recorded failure");
             }
-            Side::Upstream => {
+            (Side::Upstream, _) => {
                 tracing::info!(?function, code, %message, "the upstream call failed");
             }
-            Side::Client => tracing::info!(?function, code, %message, "refused a request"),
-            Side::Internal => {
-                tracing::error!(?function, code, %message, "cacheow could not serve a call");
+            (Side::Client, Kind::LoopDetected) => {
+                tracing::warn!(?function, code, %message, "refused a request that loops back");
+            }
+            (Side::Client, _) => tracing::info!(?function, code, %message, "refused a request"),
+            (Side::Internal, Kind::PersistFailed) => {
+                tracing::error!(?function, code, %message, "cacheow could not store a call");
+            }
+            (Side::Internal, _) => {
+                tracing::warn!(?function, code, %message, "cacheow could not serve a call");
             }
         }
     }

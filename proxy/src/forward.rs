@@ -649,14 +649,17 @@ impl Call<'_> {
                 Ok(response)
             }
             Err(failure) => {
-                lent.drain(DRAIN_LIMIT, self.state.config.body_timeout)
-                    .await;
-                self.fail(
+                // Internal: counted (with its duration) before the drain,
+                // which may take up to --body-timeout.
+                let reply = self.fail(
                     ProxyError::new(failure.kind, failure.message),
                     Source::Upstream,
                     None,
                     Some(Unrecorded::RequestOversize),
-                )
+                );
+                lent.drain(DRAIN_LIMIT, self.state.config.body_timeout)
+                    .await;
+                reply
             }
         }
     }

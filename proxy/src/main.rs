@@ -163,12 +163,14 @@ fn quiet_contained_panics() {
 /// The async runtime for the cores this process may use. Internal: on one
 /// core (a pinned benchmark, a one-CPU container) a multi-thread scheduler
 /// has a single worker and only adds hand-offs between threads; the
-/// current-thread one serves about 1.45× the recorded calls there
+/// current-thread one serves 1.4–1.6× the recorded calls there
 /// (docs/benchmarks.md). With more cores the multi-thread one spreads
 /// connections over them.
 fn runtime_builder() -> tokio::runtime::Builder {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if cores == 1 {
+    // Internal: when the count is unknown, the multi-thread runtime is the
+    // one that cannot starve on a busy machine.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if one_core {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()

@@ -55,6 +55,66 @@ pub(crate) fn body_from_json(value: &Value) -> Result<Bytes, String> {
     }
 }
 
+/// Adds at most `limit - text.len()` bytes of the body stored as `value`
+/// to `text` and returns the body's whole size, without building the body:
+/// a list preview must cost nothing like the body.
+pub(crate) fn body_preview(value: &Value, text: &mut Vec<u8>, limit: usize) -> u64 {
+    let room = limit.saturating_sub(text.len());
+    match value {
+        Value::Null => 0,
+        Value::String(body) => {
+            text.extend_from_slice(&body.as_bytes()[..body.len().min(room)]);
+            body.len() as u64
+        }
+        Value::Object(map) if map.contains_key("base64") => {
+            let encoded = map["base64"].as_str().unwrap_or("").trim_end_matches('=');
+            let prefix = &encoded[..encoded.len().min(room.div_ceil(3) * 4)];
+            if let Ok(decoded) = BASE64_LENIENT.decode(prefix) {
+                text.extend_from_slice(&decoded[..decoded.len().min(room)]);
+            }
+            (encoded.len() * 3 / 4) as u64
+        }
+        other => {
+            let mut prefix = Prefix {
+                text,
+                room,
+                size: 0,
+            };
+            serde_json::to_writer(&mut prefix, other).expect("JSON values always serialise");
+            prefix.size
+        }
+    }
+}
+
+/// Base64 without padding requirements, for decoding a prefix.
+const BASE64_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Keeps the first `room` bytes written to it and counts them all.
+struct Prefix<'a> {
+    text: &'a mut Vec<u8>,
+    room: usize,
+    size: u64,
+}
+
+impl std::io::Write for Prefix<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let keep = bytes.len().min(self.room);
+        self.text.extend_from_slice(&bytes[..keep]);
+        self.room -= keep;
+        self.size += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The readable view of an encoded body is kept up to this size: past it a
 /// body is most likely a decompression bomb, and its bytes are kept anyway.
 pub(crate) const DECODED_VIEW_LIMIT: u64 = 4 * 1024 * 1024;

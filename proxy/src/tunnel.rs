@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
-use crate::error::bad_target;
+use crate::error::{ErrorKind, ProxyError, bad_target};
 use crate::rewind::Rewind;
 use crate::state::AppState;
 
@@ -129,17 +129,18 @@ pub(crate) async fn connect(state: &Arc<AppState>, request: Request<Incoming>) -
     let target = match ConnectTarget::parse(request.uri()) {
         Ok(target) => target,
         Err(message) => {
-            tracing::info!(%message, "malformed CONNECT");
             return Connected::Done(bad_target(StatusCode::BAD_REQUEST, &message));
         }
     };
     if state.control.is_own_authority(&target.authority("https"))
         || state.control.is_own_authority(&target.authority("http"))
     {
-        tracing::info!(host = %target.host, port = target.port, "refused a CONNECT to cacheow itself");
         return Connected::Done(bad_target(
             StatusCode::BAD_REQUEST,
-            "CONNECT to cacheow's own address: call its API and panel directly, not through the proxy (add it to NO_PROXY)",
+            &format!(
+                "CONNECT to cacheow's own address ({}:{}): call its API and panel directly, not through the proxy (add it to NO_PROXY)",
+                target.host, target.port
+            ),
         ));
     }
     let blind = state
@@ -181,8 +182,9 @@ impl Interception {
     }
 }
 
-/// Connects first, so an unreachable host is a 502 the client can read
-/// rather than a tunnel that closes at once.
+/// Connects first, so an unreachable host is a 502 (or 504) the client can
+/// read rather than a tunnel that closes at once. Nothing is recorded, so
+/// the reply names no function.
 async fn tunnel_blind(
     state: &AppState,
     request: Request<Incoming>,
@@ -192,20 +194,15 @@ async fn tunnel_blind(
     let mut server = match tokio::time::timeout(state.config.connect_timeout, connecting).await {
         Ok(Ok(server)) => server,
         Ok(Err(e)) => {
-            tracing::info!(host = %target.host, port = target.port, error = %e, "tunnel target unreachable");
-            return bad_target(
-                StatusCode::BAD_GATEWAY,
-                &format!("cannot reach {}:{}: {e}", target.host, target.port),
-            );
+            let message = format!("cannot reach {}:{}: {e}", target.host, target.port);
+            return ProxyError::new(connect_failure(&e), message).refuse();
         }
         Err(_) => {
-            return bad_target(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "cannot reach {}:{}: connect timed out",
-                    target.host, target.port
-                ),
+            let message = format!(
+                "cannot reach {}:{}: connect timed out",
+                target.host, target.port
             );
+            return ProxyError::new(ErrorKind::ConnectTimeout, message).refuse();
         }
     };
     let _ = server.set_nodelay(true);
@@ -223,6 +220,20 @@ async fn tunnel_blind(
         }
     });
     Response::new(ProxyBody::empty())
+}
+
+/// The transport failure a refused or failed TCP connect to a tunnel's
+/// host is. Name lookups fail as `Other` with the resolver's message.
+fn connect_failure(error: &io::Error) -> ErrorKind {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+        io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+            ErrorKind::ConnectionReset
+        }
+        _ if error.to_string().contains("lookup") => ErrorKind::DnsError,
+        _ => ErrorKind::ConnectionRefused,
+    }
 }
 
 /// Opens what a client sends after CONNECT: TLS (the usual case), or plain
