@@ -125,13 +125,60 @@ pub fn json_preview(outcome: &Outcome) -> Preview {
     if outcome.outcome_type == OutcomeType::Exception {
         return Preview::of_exception(outcome);
     }
-    let text = outcome.value.to_string();
-    Preview::new(None, &text, text.len() as u64)
+    // Internal: four bytes a character is enough for any 200 characters.
+    let mut text = Vec::new();
+    let size = json_prefix(&outcome.value, &mut text, Preview::MAX_CHARS * 4);
+    Preview::new(None, &String::from_utf8_lossy(&text), size)
+}
+
+/// Adds the start of `value`'s compact JSON to `text`, up to `limit` bytes
+/// in all, and returns the JSON's whole length, without building it: a
+/// preview is made on the recording path and must cost nothing like the
+/// value.
+pub fn json_prefix(value: &Value, text: &mut Vec<u8>, limit: usize) -> u64 {
+    let room = limit.saturating_sub(text.len());
+    let mut prefix = Prefix {
+        text,
+        room,
+        size: 0,
+    };
+    serde_json::to_writer(&mut prefix, value).expect("JSON values always serialise");
+    prefix.size
+}
+
+/// Keeps the first `room` bytes written to it and counts them all.
+struct Prefix<'a> {
+    text: &'a mut Vec<u8>,
+    room: usize,
+    size: u64,
+}
+
+impl std::io::Write for Prefix<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let keep = bytes.len().min(self.room);
+        self.text.extend_from_slice(&bytes[..keep]);
+        self.room -= keep;
+        self.size += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_prefix_keeps_its_limit_and_counts_the_whole_value() {
+        let value = serde_json::json!({"a": "x".repeat(1000), "b": [1, 2]});
+        let whole = value.to_string();
+        let mut text = b"ab".to_vec();
+        assert_eq!(json_prefix(&value, &mut text, 12), whole.len() as u64);
+        assert_eq!(text, [b"ab", &whole.as_bytes()[..10]].concat());
+    }
 
     #[test]
     fn a_preview_keeps_two_hundred_characters_not_bytes() {

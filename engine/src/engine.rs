@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     store: Arc<Store>,
     functions: Arc<FunctionMap>,
     codecs: RwLock<HashMap<FunctionKind, Arc<dyn OutcomeCodec>>>,
+    /// The codec of kinds nobody registered one for.
+    json_codec: Arc<dyn OutcomeCodec>,
 }
 
 impl Shared {
@@ -75,7 +77,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .get(&kind)
             .cloned()
-            .unwrap_or_else(|| Arc::new(JsonCodec))
+            .unwrap_or_else(|| self.json_codec.clone())
     }
 }
 
@@ -123,6 +125,7 @@ impl Engine {
             store,
             functions,
             codecs: RwLock::default(),
+            json_codec: Arc::new(JsonCodec),
         });
         spawn_stats_flusher(Arc::downgrade(&shared));
         Ok(Engine { shared })

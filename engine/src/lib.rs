@@ -39,7 +39,7 @@ pub use cacheow_storage::{
     OutcomeId, OutcomeType, ParseModeError, RebuildFailure, RebuildReport, Stats, Timestamp,
     WriteError,
 };
-pub use codec::{CodecError, MAX_WAIT_MS, OutcomeCodec, Preview, json_preview};
+pub use codec::{CodecError, MAX_WAIT_MS, OutcomeCodec, Preview, json_prefix, json_preview};
 pub use decide::{AnyOutcome, CallReason, Decision, ReplayFilter, Source};
 pub use engine::{Engine, EngineOptions, FunctionSpec};
 pub use error::{EngineError, NoMockOutcome};

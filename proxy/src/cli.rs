@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cacheow_control::ConnectionTimeouts;
 use clap::{Args, Parser, Subcommand};
 
 /// cacheow: record, replay and mock expensive upstream calls.
@@ -100,12 +101,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub connect_timeout: f64,
     /// Seconds a new connection may wait before sending its first byte.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    #[arg(long, value_name = "SECS", default_value_t = ConnectionTimeouts::DEFAULT.idle.as_secs_f64())]
     pub idle_timeout: f64,
     /// Seconds a client has to send a complete request head, counted from
     /// its connection (or its previous reply on a kept-alive HTTP/1.1
     /// connection, which also ends idle kept-alive connections).
-    #[arg(long, value_name = "SECS", default_value_t = 75.0)]
+    #[arg(long, value_name = "SECS", default_value_t = ConnectionTimeouts::DEFAULT.header.as_secs_f64())]
     pub header_timeout: f64,
     /// Seconds a request body may pause between two chunks before the call
     /// is refused with a 408.

@@ -175,6 +175,8 @@ mod tests {
                 &object.to_string()[..200],
                 object.to_string().len(),
             ),
+            // A hand edit that is not base64: no text, and never a panic.
+            (json!({"base64": "xé".repeat(300)}), "", 675),
         ];
         for (body, text, size) in cases {
             outcome.value = json!({"status": 200, "headers": [], "body": body});

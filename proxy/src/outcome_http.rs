@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use cacheow_engine::{NewOutcome, Outcome, OutcomeType};
+use cacheow_engine::{NewOutcome, Outcome, OutcomeType, json_prefix};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -67,22 +67,16 @@ pub(crate) fn body_preview(value: &Value, text: &mut Vec<u8>, limit: usize) -> u
             body.len() as u64
         }
         Value::Object(map) if map.contains_key("base64") => {
+            // Internal: bytes, not a `str` slice: a hand-edited field may
+            // hold non-ASCII text, which must not panic a list.
             let encoded = map["base64"].as_str().unwrap_or("").trim_end_matches('=');
-            let prefix = &encoded[..encoded.len().min(room.div_ceil(3) * 4)];
+            let prefix = &encoded.as_bytes()[..encoded.len().min(room.div_ceil(3) * 4)];
             if let Ok(decoded) = BASE64_LENIENT.decode(prefix) {
                 text.extend_from_slice(&decoded[..decoded.len().min(room)]);
             }
             (encoded.len() * 3 / 4) as u64
         }
-        other => {
-            let mut prefix = Prefix {
-                text,
-                room,
-                size: 0,
-            };
-            serde_json::to_writer(&mut prefix, other).expect("JSON values always serialise");
-            prefix.size
-        }
+        other => json_prefix(other, text, limit),
     }
 }
 
@@ -93,27 +87,6 @@ const BASE64_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPu
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true),
 );
-
-/// Keeps the first `room` bytes written to it and counts them all.
-struct Prefix<'a> {
-    text: &'a mut Vec<u8>,
-    room: usize,
-    size: u64,
-}
-
-impl std::io::Write for Prefix<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let keep = bytes.len().min(self.room);
-        self.text.extend_from_slice(&bytes[..keep]);
-        self.room -= keep;
-        self.size += bytes.len() as u64;
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The readable view of an encoded body is kept up to this size: past it a
 /// body is most likely a decompression bomb, and its bytes are kept anyway.
