@@ -60,16 +60,51 @@ pub(crate) struct KeyInput<'a> {
     pub(crate) body: &'a [u8],
 }
 
+/// The key's hash input: each part is its length, then its bytes.
+struct Parts(blake3::Hasher);
+
+impl Parts {
+    fn part(&mut self, bytes: &[u8]) {
+        self.tagged(&[], bytes);
+    }
+
+    /// The part `tag` followed by `bytes`, hashed without copying them
+    /// together.
+    fn tagged(&mut self, tag: &[u8], bytes: &[u8]) {
+        let len = tag.len() + bytes.len();
+        self.0.update(&(len as u64).to_le_bytes());
+        self.0.update(tag);
+        self.0.update(bytes);
+    }
+
+    /// The part `pieces` joined by `separator`, hashed without joining them.
+    fn joined<'a, I>(&mut self, pieces: impl Fn() -> I, separator: &[u8])
+    where
+        I: Iterator<Item = &'a [u8]>,
+    {
+        let count = pieces().count();
+        let len =
+            pieces().map(<[u8]>::len).sum::<usize>() + separator.len() * count.saturating_sub(1);
+        self.0.update(&(len as u64).to_le_bytes());
+        for (i, piece) in pieces().enumerate() {
+            if i > 0 {
+                self.0.update(separator);
+            }
+            self.0.update(piece);
+        }
+    }
+}
+
 pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
-    let mut hasher = blake3::Hasher::new();
-    let mut part = |bytes: &[u8]| {
-        hasher.update(&(bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    part(input.method.as_bytes());
-    part(input.scheme.as_bytes());
-    part(input.host.to_ascii_lowercase().as_bytes());
-    part(input.path.as_bytes());
+    let mut parts = Parts(blake3::Hasher::new());
+    parts.part(input.method.as_bytes());
+    parts.part(input.scheme.as_bytes());
+    if input.host.bytes().any(|b| b.is_ascii_uppercase()) {
+        parts.part(input.host.to_ascii_lowercase().as_bytes());
+    } else {
+        parts.part(input.host.as_bytes());
+    }
+    parts.part(input.path.as_bytes());
 
     let mut pairs: Vec<&str> = input
         .query
@@ -82,7 +117,7 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
         })
         .collect();
     pairs.sort_unstable();
-    part(pairs.join("&").as_bytes());
+    parts.joined(|| pairs.iter().map(|pair| pair.as_bytes()), b"&");
 
     let content_type = input
         .headers
@@ -92,8 +127,8 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
     match json_body(input.body) {
         None if is_media_type(content_type, "multipart/form-data") => {
             match multipart_canonical(content_type, input.body) {
-                Some(canonical) => part(&canonical),
-                None => part(&raw_body(input.body)),
+                Some(canonical) => parts.part(&canonical),
+                None => parts.tagged(RAW, input.body),
             }
         }
         None if is_media_type(content_type, "application/x-www-form-urlencoded") => {
@@ -105,7 +140,7 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
                 .filter(|p| !p.is_empty())
                 .collect();
             pairs.sort_unstable();
-            part(&raw_body(&pairs.join(&b'&')));
+            parts.tagged(RAW, &pairs.join(&b'&'));
         }
         Some(mut value) => {
             for path in &rules.ignore_body_fields {
@@ -114,38 +149,29 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
             let mut canonical = Vec::with_capacity(input.body.len());
             canonical.push(b'j');
             canonical_json(&value, &mut canonical);
-            part(&canonical);
+            parts.part(&canonical);
         }
-        None => part(&raw_body(input.body)),
+        None => parts.tagged(RAW, input.body),
     }
 
     for name in &rules.include_headers {
-        part(name.as_bytes());
-        let values: Vec<&[u8]> = input
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        part(&values.join(&b'\n'));
+        parts.part(name.as_bytes());
+        let values = input.headers.get_all(name.as_str());
+        parts.joined(|| values.iter().map(|v| v.as_bytes()), b"\n");
     }
     for name in [http::header::RANGE, http::header::IF_RANGE] {
         if let Some(value) = input.headers.get(&name) {
             // Internal: a NUL can never start a header name, so these parts
             // cannot collide with an `include_headers` entry.
-            part(format!("\0{name}").as_bytes());
-            part(value.as_bytes());
+            parts.tagged(b"\0", name.as_str().as_bytes());
+            parts.part(value.as_bytes());
         }
     }
-    CallKey::from_blake3(hasher.finalize())
+    CallKey::from_blake3(parts.0.finalize())
 }
 
-fn raw_body(body: &[u8]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(body.len() + 1);
-    raw.push(b'r');
-    raw.extend_from_slice(body);
-    raw
-}
+/// The tag of a body keyed as its raw bytes.
+const RAW: &[u8] = b"r";
 
 /// True if `content_type` is `media_type`, parameters aside.
 fn is_media_type(content_type: &str, media_type: &str) -> bool {

@@ -30,7 +30,8 @@ pub struct ConfigError(String);
 /// Where a reverse listener sends requests.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub(crate) scheme: String,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
     /// `host[:port]`, lowercase.
     pub(crate) authority: String,
     /// Path prefix without a trailing slash ("" for none).
@@ -55,7 +56,7 @@ impl Upstream {
             return Err(format!("`{url}`: an upstream URL cannot carry a query"));
         }
         Ok(Self {
-            scheme: scheme.to_owned(),
+            scheme: if scheme == "http" { "http" } else { "https" },
             authority: authority.as_str().to_ascii_lowercase(),
             base_path: uri.path().trim_end_matches('/').to_owned(),
         })

@@ -25,6 +25,7 @@ use crate::rewind::Rewind;
 use crate::state::AppState;
 use crate::tunnel::{self, Connected, Interception};
 use crate::upgrade;
+use crate::upstream::Bound;
 
 /// Where requests come in, and where they go.
 pub(crate) enum Entry {
@@ -56,6 +57,16 @@ struct Inbound {
     close: bool,
 }
 
+impl Inbound {
+    fn new(listener: Arc<Listener>, peer: SocketAddr) -> Self {
+        Inbound {
+            listener,
+            peer,
+            close: false,
+        }
+    }
+}
+
 /// Serves a connection accepted on `listener`. On the main port its first
 /// request line is checked (and an unbracketed IPv6 target mended) before
 /// hyper parses it.
@@ -66,11 +77,7 @@ pub(crate) async fn serve_accepted(
     connection: Connection,
 ) {
     let peer = connection.peer();
-    let mut inbound = Inbound {
-        listener,
-        peer,
-        close: false,
-    };
+    let mut inbound = Inbound::new(listener, peer);
     if !matches!(inbound.listener.entry, Entry::Main) {
         serve(state, stream, inbound, connection);
         return;
@@ -126,7 +133,9 @@ fn serve<I>(state: Arc<AppState>, io: I, inbound: Inbound, connection: Connectio
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| dispatch(state.clone(), request, inbound.clone()));
+    let bound = Arc::new(Bound::new(state.idle_upstreams.clone()));
+    let service =
+        service_fn(move |request| dispatch(state.clone(), request, inbound.clone(), bound.clone()));
     serve_connection(io, service, connection);
 }
 
@@ -151,20 +160,21 @@ async fn serve_intercepted(state: Arc<AppState>, interception: Interception, fro
         via: from.listener.via.clone(),
     });
     let connection = Connection::nested(from.peer, watcher, state.config.connection_timeouts());
-    let inbound = Inbound {
-        listener,
-        peer: from.peer,
-        close: false,
-    };
+    let inbound = Inbound::new(listener, from.peer);
     serve(state, opened.io, inbound, connection);
 }
 
 /// `route` behind the entry's guard, with `connection: close` on every
 /// reply when the connection asks for it.
-async fn dispatch(state: Arc<AppState>, request: Request<Incoming>, inbound: Inbound) -> Reply {
+async fn dispatch(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    inbound: Inbound,
+    bound: Arc<Bound>,
+) -> Reply {
     let mut response = match admit(&state, &request, &inbound.listener) {
         Some(refusal) => refusal,
-        None => route(state, request, &inbound).await?,
+        None => route(state, request, &inbound, &bound).await?,
     };
     if inbound.close {
         response
@@ -239,7 +249,12 @@ fn proxied(state: &AppState, request: &Request<Incoming>) -> bool {
 }
 
 /// Sends an admitted request where its entry and target say.
-async fn route(state: Arc<AppState>, request: Request<Incoming>, inbound: &Inbound) -> Reply {
+async fn route(
+    state: Arc<AppState>,
+    request: Request<Incoming>,
+    inbound: &Inbound,
+    bound: &Bound,
+) -> Reply {
     let listener = &inbound.listener;
     if request.method() == Method::CONNECT && !matches!(listener.entry, Entry::Tunnel { .. }) {
         return Ok(match tunnel::connect(&state, request).await {
@@ -254,14 +269,14 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>, inbound: &Inbou
     let uri = request.uri();
     let target = match &listener.entry {
         Entry::Reverse(upstream) => Target {
-            scheme: upstream.scheme.clone(),
+            scheme: upstream.scheme,
             authority: upstream.authority.clone(),
             path: format!("{}{}", upstream.base_path, uri.path()),
             query: uri.query().map(str::to_owned),
             via,
         },
         Entry::Tunnel { scheme, authority } => Target {
-            scheme: (*scheme).to_owned(),
+            scheme,
             authority: authority.clone(),
             path: uri.path().to_owned(),
             query: uri.query().map(str::to_owned),
@@ -289,7 +304,7 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>, inbound: &Inbou
                 .rsplit_once('@')
                 .map_or(authority.as_str(), |(_, host)| host);
             Target {
-                scheme: scheme.to_owned(),
+                scheme: "http",
                 authority: authority.to_ascii_lowercase(),
                 path: uri.path().to_owned(),
                 query: uri.query().map(str::to_owned),
@@ -300,7 +315,7 @@ async fn route(state: Arc<AppState>, request: Request<Incoming>, inbound: &Inbou
     if upgrade::is_upgrade(&request) {
         return upgrade::pass_upgrade(state, request, target).await;
     }
-    forward::pipeline(state, request, target).await
+    forward::pipeline(state, request, target, bound).await
 }
 
 /// The control API and panel, on the main port.

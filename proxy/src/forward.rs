@@ -26,12 +26,13 @@ use crate::outcome_http::{
 };
 use crate::redact::Redaction;
 use crate::state::AppState;
-use crate::upstream::{self, UpstreamFailure};
+use crate::upstream::{self, Bound, UpstreamFailure};
 
 /// Where a proxied request goes.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
-    pub(crate) scheme: String,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
     /// `host[:port]`, lowercase.
     pub(crate) authority: String,
     pub(crate) path: String,
@@ -41,7 +42,8 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn url(&self) -> String {
+    /// `scheme://authority/path?query`.
+    pub(crate) fn url(&self) -> String {
         match &self.query {
             Some(q) => format!("{}://{}{}?{q}", self.scheme, self.authority, self.path),
             None => format!("{}://{}{}", self.scheme, self.authority, self.path),
@@ -68,6 +70,7 @@ pub(crate) async fn pipeline(
     state: Arc<AppState>,
     request: Request<Incoming>,
     target: Target,
+    bound: &Bound,
 ) -> Reply {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
@@ -76,7 +79,7 @@ pub(crate) async fn pipeline(
     strip_hop_by_hop(&mut parts.headers);
     let route = state.config.routes.resolve(
         parts.method.as_str(),
-        &target.scheme,
+        target.scheme,
         &target.authority,
         &target.path,
     );
@@ -103,16 +106,19 @@ pub(crate) async fn pipeline(
                 .respond();
         }
     };
+    // Internal: moved out, so the upstream request takes them without a
+    // copy; `call` keeps the rest of the head.
+    let headers = std::mem::take(&mut parts.headers);
     let key = match &body {
         RequestBody::Whole(bytes) => Some(call_key(
             &route.keys,
             &KeyInput {
                 method: parts.method.as_str(),
-                scheme: &target.scheme,
+                scheme: target.scheme,
                 host: &target.authority,
                 path: &target.path,
                 query: target.query.as_deref(),
-                headers: &parts.headers,
+                headers: &headers,
                 body: bytes,
             },
         )),
@@ -123,13 +129,12 @@ pub(crate) async fn pipeline(
         function: &function,
         parts: &parts,
         target: &target,
+        bound,
         key,
         started,
         cache_miss: false,
     };
-    let filter = RequestFilter {
-        headers: &parts.headers,
-    };
+    let filter = RequestFilter { headers: &headers };
     match function.decide_with(key.as_ref(), &filter) {
         Ok(Decision::Replay {
             outcome,
@@ -144,8 +149,10 @@ pub(crate) async fn pipeline(
         Ok(Decision::Call { reason }) => {
             call.cache_miss = matches!(reason, CallReason::CacheMiss);
             match body {
-                RequestBody::Whole(bytes) => call.upstream(bytes).await,
-                RequestBody::Oversize { head, rest } => call.pass_through(head, rest).await,
+                RequestBody::Whole(bytes) => call.upstream(bytes, headers).await,
+                RequestBody::Oversize { head, rest } => {
+                    call.pass_through(head, rest, headers).await
+                }
             }
         }
         Err(no_outcome) => call.fail(
@@ -342,8 +349,10 @@ fn replay_duration(function: &FunctionHandle) -> bool {
 struct Call<'a> {
     state: &'a AppState,
     function: &'a FunctionHandle,
+    /// The request head; its headers were moved out to go upstream.
     parts: &'a Parts,
     target: &'a Target,
+    bound: &'a Bound,
     key: Option<CallKey>,
     started: Instant,
     /// Cache mode had nothing for the call.
@@ -420,23 +429,29 @@ impl Call<'_> {
         body: ProxyBody,
         source: Source,
     ) -> Response<ProxyBody> {
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers.clone();
         // Internal: a stored length stands beside an empty body only, and
         // is true only for the HEAD (or 304) reply it was recorded with.
-        if self.parts.method != Method::HEAD && status != StatusCode::NOT_MODIFIED {
-            response.headers_mut().remove(header::CONTENT_LENGTH);
+        let keep_length = self.parts.method == Method::HEAD || status == StatusCode::NOT_MODIFIED;
+        // Internal: room for the two headers `mark` adds, so the map is
+        // allocated once per reply.
+        let mut copied = http::HeaderMap::with_capacity(headers.len() + 2);
+        for (name, value) in headers {
+            if keep_length || name != header::CONTENT_LENGTH {
+                copied.append(name, value.clone());
+            }
         }
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = copied;
         self.mark(&mut response, source);
         response
     }
 
     /// Calls upstream, streams the response to the client as it arrives and
     /// records it once it ends.
-    async fn upstream(&self, body: Bytes) -> Reply {
-        let request_record = self.request_record(body.clone());
-        let response = match self.send(ProxyBody::full(body)).await {
+    async fn upstream(&self, body: Bytes, headers: http::HeaderMap) -> Reply {
+        let request_record = self.request_record(body.clone(), headers.clone());
+        let response = match self.send(ProxyBody::full(body), headers).await {
             Ok(response) => response,
             Err(failure) => return self.record_failure(failure, request_record),
         };
@@ -623,13 +638,13 @@ impl Call<'_> {
     }
 
     /// Forwards a call that cannot be recorded (request body over the cap).
-    async fn pass_through(&self, head: Bytes, rest: Incoming) -> Reply {
+    async fn pass_through(&self, head: Bytes, rest: Incoming, headers: http::HeaderMap) -> Reply {
         let lent = Lent::new(rest);
         let body = ProxyBody::Lent {
             head: Some(head),
             rest: lent.clone(),
         };
-        match self.send(body).await {
+        match self.send(body, headers).await {
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -664,27 +679,52 @@ impl Call<'_> {
         }
     }
 
-    async fn send(&self, body: ProxyBody) -> Result<Response<Incoming>, UpstreamFailure> {
-        let uri: Uri = self.target.url().parse().map_err(|e| UpstreamFailure {
-            kind: ErrorKind::ProtocolError,
-            message: format!("cannot build the upstream URL: {e}"),
-            duration: Duration::ZERO,
-        })?;
+    /// Sends the call upstream: over this connection's bound upstream
+    /// connection for plain http from an HTTP/1 client (whose requests come
+    /// one at a time), else through the pooled client.
+    async fn send(
+        &self,
+        body: ProxyBody,
+        headers: http::HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let bound = self.target.scheme == "http" && self.parts.version <= http::Version::HTTP_11;
         let mut request = Request::new(body);
         *request.method_mut() = self.parts.method.clone();
-        *request.uri_mut() = uri;
-        *request.headers_mut() = self.parts.headers.clone();
+        *request.uri_mut() = self.upstream_uri(bound)?;
+        *request.headers_mut() = headers;
         let headers = request.headers_mut();
         if let Ok(host) = HeaderValue::from_str(&self.target.authority) {
             headers.insert(header::HOST, host);
         }
         headers.append(header::VIA, self.target.via.clone());
-        upstream::send(
-            &self.state.client,
-            request,
-            self.state.config.upstream_timeout,
-        )
-        .await
+        let timeout = self.state.config.upstream_timeout;
+        if bound {
+            self.bound
+                .send(&self.target.authority, request, timeout)
+                .await
+        } else {
+            upstream::send(&self.state.client, request, timeout).await
+        }
+    }
+
+    /// The request target sent upstream. A bound connection talks to the
+    /// origin itself, so it is origin-form, the client's own when the path is
+    /// unchanged; the pooled client takes the absolute URL.
+    fn upstream_uri(&self, bound: bool) -> Result<Uri, UpstreamFailure> {
+        let path_and_query = self.parts.uri.path_and_query();
+        let uri = match path_and_query {
+            Some(own) if bound && own.path() == self.target.path => return Ok(own.clone().into()),
+            _ if bound => match &self.target.query {
+                Some(query) => format!("{}?{query}", self.target.path),
+                None => self.target.path.clone(),
+            },
+            _ => self.target.url(),
+        };
+        Uri::try_from(uri).map_err(|e| UpstreamFailure {
+            kind: ErrorKind::ProtocolError,
+            message: format!("cannot build the upstream URL: {e}"),
+            duration: Duration::ZERO,
+        })
     }
 
     fn record_failure(&self, failure: UpstreamFailure, request_record: RequestRecord) -> Reply {
@@ -718,11 +758,11 @@ impl Call<'_> {
         error.of_call(self.function.id(), source).respond()
     }
 
-    fn request_record(&self, body: Bytes) -> RequestRecord {
+    fn request_record(&self, body: Bytes, headers: http::HeaderMap) -> RequestRecord {
         RequestRecord {
             method: self.parts.method.clone(),
             url: self.target.url(),
-            headers: self.parts.headers.clone(),
+            headers,
             body,
             redaction: self.state.config.redaction.clone(),
         }
@@ -731,9 +771,9 @@ impl Call<'_> {
     fn mark(&self, response: &mut Response<ProxyBody>, source: Source) {
         let headers = response.headers_mut();
         headers.insert(headers::SOURCE, HeaderValue::from_static(source.as_str()));
-        if let Ok(id) = HeaderValue::from_str(&self.function.id().to_string()) {
-            headers.insert(headers::FUNCTION, id);
-        }
+        let id = HeaderValue::from_bytes(&self.function.id().hex())
+            .expect("a hex id is a valid header value");
+        headers.insert(headers::FUNCTION, id);
     }
 
     fn finish(

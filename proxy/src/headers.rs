@@ -30,17 +30,31 @@ const HOP_BY_HOP: [&str; 10] = [
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        strip_listed(headers);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers a `Connection` header names. Names already in
+/// `HOP_BY_HOP` and the `close` option (most `Connection` headers hold only
+/// those) are skipped, so the usual case allocates nothing.
+fn strip_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -160,6 +160,9 @@ pub(crate) struct Route {
 pub(crate) struct RouteTable {
     rules: Vec<RouteRule>,
     default_keys: Arc<KeyRules>,
+    /// The empty config of a route no rule matches, shared rather than
+    /// allocated per request.
+    no_config: Arc<Map<String, Value>>,
 }
 
 impl RouteTable {
@@ -167,6 +170,7 @@ impl RouteTable {
         Self {
             rules,
             default_keys: Arc::default(),
+            no_config: Arc::default(),
         }
     }
 
@@ -182,21 +186,23 @@ impl RouteTable {
                 };
             }
         }
+        let mut name = format!("{method} {scheme}://{host}");
+        push_template_path(&mut name, path);
         Route {
-            name: format!("{method} {scheme}://{host}{}", template_path(path)),
+            name,
             initial_mode: None,
             keys: self.default_keys.clone(),
-            config: Arc::default(),
-            initial_config: Arc::default(),
+            config: self.no_config.clone(),
+            initial_config: self.no_config.clone(),
         }
     }
 }
 
-/// Replaces id-like segments with `{id}`: all digits, UUIDs, hex strings of
-/// 16+ characters, and long or prefixed tokens that mix letters and digits
-/// (`cus_NfJd8vA2kQ…`, `chatcmpl-9x…`).
-pub(crate) fn template_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
+/// Appends `path` to `out` with id-like segments replaced by `{id}`: all
+/// digits, UUIDs, hex strings of 16+ characters, and long or prefixed tokens
+/// that mix letters and digits (`cus_NfJd8vA2kQ…`, `chatcmpl-9x…`). Appended,
+/// so a route name is built in one allocation.
+fn push_template_path(out: &mut String, path: &str) {
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -207,7 +213,6 @@ pub(crate) fn template_path(path: &str) -> String {
             out.push_str(segment);
         }
     }
-    out
 }
 
 fn is_id_like(segment: &str) -> bool {
@@ -272,7 +277,9 @@ mod tests {
             ("/user-profile", "/user-profile"),
         ];
         for (path, want) in cases {
-            assert_eq!(template_path(path), want, "{path}");
+            let mut templated = String::new();
+            push_template_path(&mut templated, path);
+            assert_eq!(templated, want, "{path}");
         }
     }
 

@@ -107,6 +107,7 @@ pub async fn run(
     let state = Arc::new(AppState {
         client: upstream::client(&config),
         upgrade_client: upstream::upgrade_client(&config),
+        idle_upstreams: Arc::new(upstream::IdleUpstreams::new(&config)),
         leaves: LeafCache::new(ca),
         engine: engine.clone(),
         config,

@@ -11,7 +11,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 
 use crate::config::Config;
 use crate::tls::LeafCache;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{IdleUpstreams, UpstreamClient};
 
 /// Shared by every connection.
 pub(crate) struct AppState {
@@ -20,6 +20,8 @@ pub(crate) struct AppState {
     pub(crate) client: UpstreamClient,
     /// HTTP/1.1-only twin of `client`, for upgrades (WebSocket).
     pub(crate) upgrade_client: UpstreamClient,
+    /// Plain-http upstream connections no downstream connection holds.
+    pub(crate) idle_upstreams: Arc<IdleUpstreams>,
     /// Leaf certificates for intercepted CONNECTs.
     pub(crate) leaves: LeafCache,
     /// The control API on the main listener.

@@ -41,13 +41,7 @@ pub(crate) async fn pass_upgrade(
 ) -> Reply {
     let client_side = hyper::upgrade::on(&mut request);
     let (parts, body) = request.into_parts();
-    let url = match &target.query {
-        Some(q) => format!(
-            "{}://{}{}?{q}",
-            target.scheme, target.authority, target.path
-        ),
-        None => format!("{}://{}{}", target.scheme, target.authority, target.path),
-    };
+    let url = target.url();
     let Ok(uri) = url.parse::<Uri>() else {
         return Ok(bad_target(
             StatusCode::BAD_REQUEST,

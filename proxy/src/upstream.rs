@@ -1,16 +1,22 @@
-//! The pooled upstream clients (http and https, rustls on ring), and how
-//! their failures map to error kinds.
+//! The upstream side: plain-http HTTP/1.1 connections bound to the
+//! downstream connection they serve, the pooled client for everything else
+//! (https, HTTP/2 clients, upgrades; rustls on ring), and how their failures
+//! map to error kinds.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tower_service::Service;
 
 use crate::body::ProxyBody;
 use crate::config::Config;
@@ -39,11 +45,18 @@ pub(crate) fn upgrade_client(config: &Config) -> UpstreamClient {
     build(config, false)
 }
 
-fn build(config: &Config, http2: bool) -> UpstreamClient {
+/// TCP with the connect timeout, and `TCP_NODELAY`: hyper writes each
+/// head and body in one go, so Nagle would only delay the last segment.
+fn http_connector(config: &Config) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(false);
+    connector
+}
+
+fn build(config: &Config, http2: bool) -> UpstreamClient {
+    let connector = http_connector(config);
     let tls = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports TLS 1.2 and 1.3")
@@ -65,18 +78,44 @@ fn build(config: &Config, http2: bool) -> UpstreamClient {
         .build(connector)
 }
 
-/// Sends `request`, waiting at most `timeout` for the response headers.
+/// Sends `request` through the pooled client, waiting at most `timeout` for
+/// the response headers.
 pub(crate) async fn send(
     client: &UpstreamClient,
     request: Request<ProxyBody>,
     timeout: Duration,
 ) -> Result<Response<Incoming>, UpstreamFailure> {
+    let sent = client.request(request);
+    within(timeout, async {
+        sent.await.map_err(|e| {
+            let connecting = e.is_connect();
+            Failed {
+                error: e.into(),
+                connecting,
+            }
+        })
+    })
+    .await
+}
+
+/// An upstream call that failed before its response head, and whether it
+/// failed while connecting.
+struct Failed {
+    error: Box<dyn StdError + Send + Sync>,
+    connecting: bool,
+}
+
+/// `call`'s response head within `timeout`, its failure classified.
+async fn within(
+    timeout: Duration,
+    call: impl Future<Output = Result<Response<Incoming>, Failed>>,
+) -> Result<Response<Incoming>, UpstreamFailure> {
     let started = Instant::now();
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    match tokio::time::timeout(timeout, call).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(UpstreamFailure {
-            kind: classify(&e),
-            message: error_chain(&e),
+        Ok(Err(Failed { error, connecting })) => Err(UpstreamFailure {
+            kind: classify(&*error, connecting),
+            message: error_chain(&*error),
             duration: started.elapsed(),
         }),
         Err(_) => Err(UpstreamFailure {
@@ -87,9 +126,206 @@ pub(crate) async fn send(
     }
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
+/// How long an unused upstream connection is kept for reuse, and how many
+/// per upstream: those of the pooled client.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+/// Plain-http upstream connections that no downstream connection holds,
+/// newest last, by upstream authority. A downstream connection takes one
+/// when it first needs it and gives it back when it closes, so a client that
+/// opens a connection per request still reuses upstream connections.
+pub(crate) struct IdleUpstreams {
+    connector: HttpConnector,
+    connections: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+impl Idle {
+    fn usable(&self) -> bool {
+        self.since.elapsed() < IDLE_TIMEOUT && !self.sender.is_closed()
+    }
+}
+
+impl IdleUpstreams {
+    pub(crate) fn new(config: &Config) -> Self {
+        IdleUpstreams {
+            connector: http_connector(config),
+            connections: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Idle>>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest usable idle connection to `authority`; older ones wait
+    /// longer and are the first the upstream closes.
+    fn take(&self, authority: &str) -> Option<SendRequest<ProxyBody>> {
+        let mut connections = self.lock();
+        let idle = connections.get_mut(authority)?;
+        let found = std::iter::from_fn(|| idle.pop()).find(Idle::usable);
+        if idle.is_empty() {
+            connections.remove(authority);
+        }
+        found.map(|idle| idle.sender)
+    }
+
+    /// Keeps `sender` for reuse if it is between responses. One still
+    /// reading a response (its client hung up mid-body) is dropped, which
+    /// closes it.
+    fn give_back(&self, authority: String, sender: SendRequest<ProxyBody>) {
+        if !sender.is_ready() {
+            return;
+        }
+        let mut connections = self.lock();
+        let idle = connections.entry(authority).or_default();
+        idle.retain(Idle::usable);
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<SendRequest<ProxyBody>, Failed> {
+        let connect_failure = |error: Box<dyn StdError + Send + Sync>| Failed {
+            error,
+            connecting: true,
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| connect_failure(e.into()))?;
+        let io = self
+            .connector
+            .clone()
+            .call(uri)
+            .await
+            .map_err(|e| connect_failure(e.into()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| connect_failure(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The plain-http upstream connection of one downstream HTTP/1 connection.
+/// Its requests come one after another, so one upstream connection serves
+/// them all: no pool lock, hash, boxed future or spawned task per call.
+pub(crate) struct Bound {
+    idle: Arc<IdleUpstreams>,
+    slot: Mutex<Option<BoundConnection>>,
+}
+
+struct BoundConnection {
+    authority: String,
+    sender: SendRequest<ProxyBody>,
+}
+
+impl Bound {
+    pub(crate) fn new(idle: Arc<IdleUpstreams>) -> Self {
+        Bound {
+            idle,
+            slot: Mutex::default(),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<BoundConnection>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `request` to `http://authority`, waiting at most `timeout` for
+    /// the response headers.
+    pub(crate) async fn send(
+        &self,
+        authority: &str,
+        request: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        within(timeout, self.call(authority, request)).await
+    }
+
+    async fn call(
+        &self,
+        authority: &str,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Failed> {
+        if let Some(mut bound) = self.take(authority) {
+            // Internal: the previous response on this connection has been
+            // read to its end, so it is ready or about to be; one that is
+            // closed is replaced by a new connection.
+            if bound.sender.ready().await.is_ok() {
+                match bound.sender.try_send_request(request).await {
+                    Ok(response) => {
+                        *self.slot() = Some(bound);
+                        return Ok(response);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Not written: the upstream closed the idle
+                        // connection first, so it is safe to send again.
+                        Some(unsent) => request = unsent,
+                        None => {
+                            return Err(Failed {
+                                error: e.into_error().into(),
+                                connecting: false,
+                            });
+                        }
+                    },
+                }
+            }
+        }
+        let mut sender = self.idle.connect(authority).await?;
+        let response = sender.send_request(request).await.map_err(|e| Failed {
+            error: e.into(),
+            connecting: false,
+        })?;
+        *self.slot() = Some(BoundConnection {
+            authority: authority.to_owned(),
+            sender,
+        });
+        Ok(response)
+    }
+
+    /// This connection's upstream connection to `authority`, else an idle
+    /// one. One to another upstream goes back to the idle list.
+    fn take(&self, authority: &str) -> Option<BoundConnection> {
+        if let Some(bound) = self.slot().take() {
+            if bound.authority == authority {
+                return Some(bound);
+            }
+            self.idle.give_back(bound.authority, bound.sender);
+        }
+        let sender = self.idle.take(authority)?;
+        Some(BoundConnection {
+            authority: authority.to_owned(),
+            sender,
+        })
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some(bound) = self.slot().take() {
+            self.idle.give_back(bound.authority, bound.sender);
+        }
+    }
+}
+
+fn classify(error: &(dyn StdError + 'static), connecting: bool) -> ErrorKind {
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    let connecting = error.is_connect();
     while let Some(e) = source {
         if e.to_string().contains("dns error") {
             return ErrorKind::DnsError;

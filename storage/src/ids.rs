@@ -43,11 +43,13 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for b in bytes {
-        write!(f, "{b:02x}")?;
+/// Writes `bytes` as lowercase hex into `out`, twice as long.
+fn fill_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    Ok(())
 }
 
 macro_rules! hex_id {
@@ -62,6 +64,14 @@ macro_rules! hex_id {
                 &self.0
             }
 
+            /// The id as lowercase hex ASCII, without allocating: headers and
+            /// keys on the request path take it as bytes.
+            pub fn hex(&self) -> [u8; $len * 2] {
+                let mut out = [0u8; $len * 2];
+                fill_hex(&self.0, &mut out);
+                out
+            }
+
             /// Builds the id from the leading bytes of a blake3 hash.
             pub fn from_hash(hash: &blake3::Hash) -> Self {
                 let mut out = [0u8; $len];
@@ -72,15 +82,14 @@ macro_rules! hex_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write_hex(f, &self.0)
+                let hex = self.hex();
+                f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}(", stringify!($name))?;
-                write_hex(f, &self.0)?;
-                write!(f, ")")
+                write!(f, "{}({self})", stringify!($name))
             }
         }
 

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 pub mod matrix;
+pub mod raw;
 pub mod tls;
 
 /// The `cacheow` binary, built once per test run with the test's profile.
@@ -473,11 +474,12 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// A real HTTP server on loopback that counts its hits.
+/// A real HTTP server on loopback that counts its hits and connections.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -507,12 +509,15 @@ impl Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 let hits = counted.clone();
                 tokio::spawn(async move {
@@ -536,7 +541,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            connections,
+            task,
+        }
     }
 
     /// Answers every request with JSON `{"path": …, "method": …, "body": …}`.
@@ -555,6 +565,11 @@ impl Upstream {
     /// How many requests reached it.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// How many TCP connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// `http://ADDR`.

@@ -13,35 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cacheow_tests::{
-    Cacheow, Upstream, channel_body, closed_port, eventually, json_reply, outcome_files,
+    Cacheow, Upstream, channel_body, closed_port, eventually, json_reply, outcome_files, raw,
 };
 use http::Response;
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Sends `request` as raw bytes to `addr` and reads until the server closes
-/// (the request should say `connection: close`).
-async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
-        .await
-        .expect("reply within 10 s")
-        .unwrap();
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
-/// The value of header `name` in a raw HTTP/1.1 reply.
-fn raw_header<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
-    let head = reply.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
 
 /// `curl` through cacheow as HTTP_PROXY; returns stdout. Run off the test's
 /// runtime, which also serves the upstream.
@@ -186,10 +164,10 @@ async fn an_h2c_upgrade_offer_is_served_and_recorded_like_any_request() {
         upstream.url(),
         upstream.addr
     );
-    let send = || raw_exchange_keepalive(cacheow.addr, request.clone());
+    let send = || raw::exchange_keepalive(cacheow.addr, &request);
     let first = send().await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert_eq!(raw_header(&first, "x-cacheow-source"), Some("upstream"));
+    assert_eq!(raw::header(&first, "x-cacheow-source"), Some("upstream"));
     let body = first.split("\r\n\r\n").nth(1).unwrap();
     let forwarded: Value = serde_json::from_str(body).unwrap();
     for hop in ["upgrade", "http2-settings", "connection"] {
@@ -206,34 +184,8 @@ async fn an_h2c_upgrade_offer_is_served_and_recorded_like_any_request() {
         .set_mode(function["id"].as_str().unwrap(), "cache")
         .await;
     let second = send().await;
-    assert_eq!(raw_header(&second, "x-cacheow-source"), Some("cache"));
+    assert_eq!(raw::header(&second, "x-cacheow-source"), Some("cache"));
     assert_eq!(upstream.hits(), 1);
-}
-
-/// One request on a fresh connection; reads one reply by its
-/// content-length (the connection stays open, as Java's would).
-async fn raw_exchange_keepalive(addr: SocketAddr, request: String) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
-            .await
-            .expect("reply within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&reply));
-        reply.extend_from_slice(&buffer[..n]);
-        let text = String::from_utf8_lossy(&reply).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = raw_header(&format!("{head}\r\n\r\n"), "content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if body.len() >= length {
-                return text;
-            }
-        }
-    }
 }
 
 /// Serves a 1000-byte resource with ETag `"v1"`, Range requests and
@@ -588,7 +540,7 @@ async fn unbracketed_ipv6_targets_are_accepted_and_bad_targets_explained() {
     )
     .await;
     let cacheow = Cacheow::start(&[]);
-    let reply = raw_exchange(
+    let reply = raw::exchange_until_close(
         cacheow.addr,
         &format!(
             "GET http://::1:{port}/v6 HTTP/1.1\r\nhost: [::1]:{port}\r\nconnection: close\r\n\r\n"
@@ -601,13 +553,16 @@ async fn unbracketed_ipv6_targets_are_accepted_and_bad_targets_explained() {
     let function = cacheow.function("/v6").await;
     assert_eq!(function["name"], format!("GET http://[::1]:{port}/v6"));
 
-    let reply = raw_exchange(
+    let reply = raw::exchange_until_close(
         cacheow.addr,
         "GET http://exa mple.test/x HTTP/1.1\r\nhost: example.test\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
-    assert_eq!(raw_header(&reply, "content-type"), Some("application/json"));
+    assert_eq!(
+        raw::header(&reply, "content-type"),
+        Some("application/json")
+    );
     assert!(reply.contains("request target"), "{reply}");
     assert!(
         cacheow.logs().contains("request target"),
@@ -672,7 +627,7 @@ async fn replay_duration_makes_replies_take_their_recorded_time() {
 async fn proxy_connection_is_never_forwarded_or_stored() {
     let upstream = header_echo().await;
     let cacheow = Cacheow::start(&[]);
-    let reply = raw_exchange(
+    let reply = raw::exchange_until_close(
         cacheow.addr,
         &format!(
             "GET {}/legacy HTTP/1.1\r\nhost: {}\r\nproxy-connection: keep-alive\r\nconnection: close\r\n\r\n",

@@ -2,6 +2,7 @@
 //! clients. Modules by concern.
 
 mod api;
+mod connections;
 mod durability;
 mod failures;
 mod fidelity;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cacheow_tests::{Cacheow, Upstream, closed_port, eventually, json_reply, outcome_files};
+use cacheow_tests::{Cacheow, Upstream, closed_port, eventually, json_reply, outcome_files, raw};
 use http::Response;
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -391,19 +391,12 @@ async fn idle_connections_and_stalled_bodies_are_closed_by_their_timeouts() {
         );
     }
 
-    let mut stalled = TcpStream::connect(cacheow.addr).await.unwrap();
     let head = format!(
         "POST {}/upload HTTP/1.1\r\nhost: {}\r\ncontent-length: 10\r\n\r\nabc",
         upstream.url(),
         upstream.addr
     );
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut reply))
-        .await
-        .expect("the stalled body is answered")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = raw::exchange_until_close(cacheow.addr, &head).await;
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("body_timeout"), "{reply}");
     assert_eq!(upstream.hits(), 0);
