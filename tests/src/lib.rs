@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+pub mod load;
 pub mod matrix;
 pub mod raw;
 pub mod tls;

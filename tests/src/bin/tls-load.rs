@@ -2,9 +2,7 @@
 //! `CONNECT` through a forward proxy before the TLS handshake. Like the wrk
 //! rows it keeps N HTTP/1.1 connections busy for a fixed time, each sending
 //! the next route as soon as the previous reply is read, and prints one
-//! line in the format of bench/routes.lua:
-//!
-//! `bench-result requests=N duration_us=N p50_us=N p99_us=N socket_errors=N status_errors=N`
+//! line in the format of bench/routes.lua (`cacheow_tests::load`).
 //!
 //! Usage: `tls-load --addr IP:PORT [--connect HOST:PORT] --name TLS_NAME
 //!         --ca PEM_FILE --host HOST --connections N --seconds S PATH...`
@@ -17,11 +15,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use cacheow_tests::load::{self, Tally};
 use cacheow_tests::tls::{connect_raw, provider, roots_from_pem_file};
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http::{Request, header};
+use http_body_util::Empty;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -79,14 +76,6 @@ impl Args {
     }
 }
 
-/// What one connection did.
-#[derive(Default)]
-struct Tally {
-    latencies_us: Vec<u32>,
-    socket_errors: u64,
-    status_errors: u64,
-}
-
 // Internal: one thread, as the wrk rows run `wrk -t 1`; run.sh pins it.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -104,38 +93,11 @@ async fn main() -> ExitCode {
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.seconds);
-    let mut connections = tokio::task::JoinSet::new();
-    for first in 0..args.connections {
-        connections.spawn(drive(args.clone(), tls.clone(), deadline, first));
-    }
-    let mut total = Tally::default();
-    while let Some(tally) = connections.join_next().await {
-        let tally = tally.expect("connection task");
-        total.latencies_us.extend(tally.latencies_us);
-        total.socket_errors += tally.socket_errors;
-        total.status_errors += tally.status_errors;
-    }
-    let duration = started.elapsed();
-    total.latencies_us.sort_unstable();
-    let percentile = |p: usize| {
-        let n = total.latencies_us.len();
-        if n == 0 {
-            0
-        } else {
-            total.latencies_us[((n * p).div_ceil(100)).clamp(1, n) - 1]
-        }
-    };
-    println!(
-        "bench-result requests={} duration_us={} p50_us={} p99_us={} socket_errors={} status_errors={}",
-        total.latencies_us.len(),
-        duration.as_micros(),
-        percentile(50),
-        percentile(99),
-        total.socket_errors,
-        total.status_errors
-    );
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+    load::run(args.connections, |first| {
+        drive(args.clone(), tls.clone(), deadline, first)
+    })
+    .await;
     ExitCode::SUCCESS
 }
 
@@ -169,13 +131,10 @@ async fn drive(
         tally.socket_errors += 1;
         return tally;
     };
-    let Ok((mut sender, connection)) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
-    else {
+    let Some(mut sender) = load::handshake(stream).await else {
         tally.socket_errors += 1;
         return tally;
     };
-    tokio::spawn(connection);
     let mut next = first;
     while Instant::now() < deadline {
         let path = &args.paths[next % args.paths.len()];
@@ -184,26 +143,9 @@ async fn drive(
             .header(header::HOST, args.host.as_str())
             .body(Empty::new())
             .expect("request");
-        let sent = Instant::now();
-        let response = match sender.send_request(request).await {
-            Ok(response) => response,
-            Err(_) => {
-                tally.socket_errors += 1;
-                return tally;
-            }
-        };
-        let ok = response.status() == StatusCode::OK;
-        if response.into_body().collect().await.is_err() {
-            tally.socket_errors += 1;
+        if !load::exchange(&mut sender, request, &mut tally).await {
             return tally;
         }
-        if !ok {
-            tally.status_errors += 1;
-        }
-        let micros = sent.elapsed().as_micros();
-        tally
-            .latencies_us
-            .push(u32::try_from(micros).unwrap_or(u32::MAX));
     }
     tally
 }
