@@ -92,6 +92,7 @@ pub(crate) async fn send(
             Failed {
                 error: e.into(),
                 connecting,
+                wording: None,
             }
         })
     })
@@ -103,6 +104,26 @@ pub(crate) async fn send(
 struct Failed {
     error: Box<dyn StdError + Send + Sync>,
     connecting: bool,
+    /// What the message starts with, when `error` itself does not say it.
+    wording: Option<&'static str>,
+}
+
+impl Failed {
+    /// A bound connection's failure, worded as the pooled client words it
+    /// (`client error (Connect): …`): the message is part of a recorded
+    /// failure's identity, so the same failure over http and https, or
+    /// before and after upstream connections were bound, is one outcome.
+    fn bound(error: impl Into<Box<dyn StdError + Send + Sync>>, connecting: bool) -> Self {
+        Failed {
+            error: error.into(),
+            connecting,
+            wording: Some(if connecting {
+                "client error (Connect)"
+            } else {
+                "client error (SendRequest)"
+            }),
+        }
+    }
 }
 
 /// `call`'s response head within `timeout`, its failure classified.
@@ -113,9 +134,16 @@ async fn within(
     let started = Instant::now();
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(Failed { error, connecting })) => Err(UpstreamFailure {
+        Ok(Err(Failed {
+            error,
+            connecting,
+            wording,
+        })) => Err(UpstreamFailure {
             kind: classify(&*error, connecting),
-            message: error_chain(&*error),
+            message: match wording {
+                Some(wording) => format!("{wording}: {}", error_chain(&*error)),
+                None => error_chain(&*error),
+            },
             duration: started.elapsed(),
         }),
         Err(_) => Err(UpstreamFailure {
@@ -177,27 +205,31 @@ impl IdleUpstreams {
 
     /// Keeps `sender` for reuse if it is between responses. One still
     /// reading a response (its client hung up mid-body) is dropped, which
-    /// closes it.
+    /// closes it. Every expired or closed connection, to any upstream, is
+    /// dropped on the way (this runs when a client connection ends or moves
+    /// to another upstream, not per call), and at the cap the oldest makes
+    /// room.
     fn give_back(&self, authority: String, sender: SendRequest<ProxyBody>) {
         if !sender.is_ready() {
             return;
         }
         let mut connections = self.lock();
+        connections.retain(|_, idle| {
+            idle.retain(Idle::usable);
+            !idle.is_empty()
+        });
         let idle = connections.entry(authority).or_default();
-        idle.retain(Idle::usable);
-        if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+        if idle.len() == MAX_IDLE_PER_UPSTREAM {
+            idle.remove(0);
         }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
     }
 
     async fn connect(&self, authority: &str) -> Result<SendRequest<ProxyBody>, Failed> {
-        let connect_failure = |error: Box<dyn StdError + Send + Sync>| Failed {
-            error,
-            connecting: true,
-        };
+        let connect_failure = |error: Box<dyn StdError + Send + Sync>| Failed::bound(error, true);
         let uri = Uri::builder()
             .scheme("http")
             .authority(authority)
@@ -264,10 +296,12 @@ impl Bound {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, Failed> {
         if let Some(mut bound) = self.take(authority) {
-            // Internal: the previous response on this connection has been
-            // read to its end, so it is ready or about to be; one that is
-            // closed is replaced by a new connection.
-            if bound.sender.ready().await.is_ok() {
+            // Internal: the previous response on this connection was read
+            // to its end before this request could arrive, so the
+            // connection is idle. One that is not (closed, or anything
+            // unforeseen) is dropped, which closes it, rather than waited
+            // on: a wait here would count against the upstream.
+            if bound.sender.is_ready() {
                 match bound.sender.try_send_request(request).await {
                     Ok(response) => {
                         *self.slot() = Some(bound);
@@ -277,21 +311,16 @@ impl Bound {
                         // Not written: the upstream closed the idle
                         // connection first, so it is safe to send again.
                         Some(unsent) => request = unsent,
-                        None => {
-                            return Err(Failed {
-                                error: e.into_error().into(),
-                                connecting: false,
-                            });
-                        }
+                        None => return Err(Failed::bound(e.into_error(), false)),
                     },
                 }
             }
         }
         let mut sender = self.idle.connect(authority).await?;
-        let response = sender.send_request(request).await.map_err(|e| Failed {
-            error: e.into(),
-            connecting: false,
-        })?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Failed::bound(e, false))?;
         *self.slot() = Some(BoundConnection {
             authority: authority.to_owned(),
             sender,

@@ -117,3 +117,42 @@ async fn a_reverse_listener_keeps_one_upstream_connection_per_client_connection(
     assert_eq!(upstream.hits(), 8);
     assert_eq!(upstream.connections(), 2);
 }
+
+#[tokio::test]
+async fn a_reverse_listener_with_a_base_path_sends_the_joined_path_upstream() {
+    let upstream = named("a").await;
+    let reverse = format!("127.0.0.1:0={}/base", upstream.url());
+    let cacheow = Cacheow::start(&["--reverse", &reverse]);
+    let mut stream = TcpStream::connect(cacheow.reverse[0]).await.unwrap();
+    for i in 0..3 {
+        let request = format!("GET /r/{i}?q={i} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+        let reply = raw::exchange(&mut stream, &request).await;
+        assert_eq!(reply_json(&reply)["path"], format!("/base/r/{i}"));
+    }
+    assert_eq!((upstream.hits(), upstream.connections()), (3, 1));
+}
+
+#[tokio::test]
+async fn an_oversize_request_passes_through_and_the_connection_serves_the_next_call() {
+    let upstream = Upstream::echo().await;
+    let cacheow = Cacheow::start(&["--max-body-bytes", "1024"]);
+    let mut stream = TcpStream::connect(cacheow.addr).await.unwrap();
+    let body = "x".repeat(4096);
+    let post = format!(
+        "POST {}/big HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n{body}",
+        upstream.url(),
+        upstream.addr,
+        body.len()
+    );
+    let reply = raw::exchange(&mut stream, &post).await;
+    assert_eq!(
+        reply_json(&reply)["body"].as_str().map(str::len),
+        Some(4096)
+    );
+    let reply = raw::exchange(&mut stream, &proxied_get(&upstream, "/after", "")).await;
+    assert_eq!(reply_json(&reply)["path"], "/after");
+    assert_eq!((upstream.hits(), upstream.connections()), (2, 1));
+    let function = cacheow.function("/big").await;
+    assert_eq!(function["outcome_count"], 0);
+    assert_eq!(function["stats"]["unrecorded"]["request_oversize"], 1);
+}

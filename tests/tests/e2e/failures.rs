@@ -50,6 +50,23 @@ async fn refused_connections_are_recorded_and_replayed_as_502() {
         "connection_refused"
     );
     assert_eq!(function["stats"]["exceptions"], 3);
+    // Worded as the pooled client (https) words it, so one failure is one
+    // outcome whichever connection it happened on.
+    let message = recorded_message(&cacheow, &function).await;
+    assert!(
+        message.starts_with("client error (Connect): tcp connect error"),
+        "{message}"
+    );
+}
+
+/// The `exception_message` of a function's first outcome.
+async fn recorded_message(cacheow: &Cacheow, function: &Value) -> String {
+    let id = function["id"].as_str().unwrap();
+    let outcome_id = function["outcomes"][0]["id"].as_str().unwrap();
+    let full = cacheow
+        .get(&format!("/api/functions/{id}/outcomes/{outcome_id}"))
+        .await;
+    full["exception_message"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -76,6 +93,11 @@ async fn resets_are_recorded_and_replayed_as_a_broken_connection() {
     assert_eq!(
         function["outcomes"][0]["exception_type"],
         "connection_reset"
+    );
+    let message = recorded_message(&cacheow, &function).await;
+    assert!(
+        message.starts_with("client error (SendRequest): "),
+        "{message}"
     );
     let replayed = client.get(&url).send().await.unwrap_err();
     assert!(replayed.is_request(), "{replayed:?}");
