@@ -26,7 +26,10 @@ alive() {
 start_bg() {
     local name=$1 cpu=$2
     shift 2
-    taskset -c "$cpu" "$@" </dev/null >"$WORK/$name.out" 2>&1 &
+    # Internal: emptied here, not by the background redirect, which may
+    # run after a wait_line that would then read the previous run's lines.
+    : >"$WORK/$name.out"
+    taskset -c "$cpu" "$@" </dev/null >>"$WORK/$name.out" 2>&1 &
     PID_OF[$name]=$!
 }
 

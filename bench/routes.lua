@@ -11,8 +11,9 @@
 --                 proxy (wrk then connects to the proxy given on its command line)
 --   BENCH_HOST    Host header; empty means the address wrk connects to
 --   SCALE_MODE    instead of BENCH_ROUTES: "hot" cycles over /item/0 up to
---                 /item/<SCALE_HOT - 1>; "uniform" picks /item/<i> at random
---                 for i below SCALE_COUNT
+--                 /item/<SCALE_HOT - 1>; "unseen" over SCALE_HOT keys from
+--                 /item/<SCALE_COUNT> on, which were never recorded;
+--                 "uniform" picks /item/<i> at random for i below SCALE_COUNT
 
 local reqs = {}
 local count = 0
@@ -22,11 +23,12 @@ local scale_count = tonumber(os.getenv("SCALE_COUNT") or "1")
 
 function init(args)
    math.randomseed(os.time())
-   if scale_mode == "hot" then
+   if scale_mode == "hot" or scale_mode == "unseen" then
       -- Internal: the hot set is small; it is cycled like the routes.
       local hot = math.min(tonumber(os.getenv("SCALE_HOT") or "100"), scale_count)
+      local first = scale_mode == "unseen" and scale_count or 0
       for i = 0, hot - 1 do
-         reqs[i + 1] = wrk.format("GET", "/item/" .. i)
+         reqs[i + 1] = wrk.format("GET", "/item/" .. (first + i))
       end
       count = hot
       return

@@ -11,7 +11,9 @@
 #                (wrk cannot stop after N requests)
 #   hot/s        cache-mode replay over the first SCALE_HOT keys
 #   uniform/s    cache-mode replay over all N keys, uniformly at random
-#   mock/s       mock mode (weighted choice among all N outcomes)
+#   mock/s       mock mode, calls that were recorded (a choice among that
+#                call's outcomes)
+#   unseen/s     mock mode, calls never recorded (a choice among all N)
 #   RSS replay   resident memory after those rows (and its peak)
 #   disk/outcome bytes of the data dir (du) per outcome, after a clean stop
 #
@@ -85,7 +87,7 @@ wrk_row() {
     local line
     line=$(SCALE_MODE=$1 SCALE_COUNT=$2 SCALE_HOT=$HOT \
         timeout "$(($3 + 60))" taskset -c "$CLIENT_CPU" \
-        wrk -t 1 -c "$CONNECTIONS" -d "${3}s" --latency -s "$HERE/routes.lua" \
+        wrk -t 1 -c "$CONNECTIONS" -d "${3}s" --timeout 60s --latency -s "$HERE/routes.lua" \
         "http://127.0.0.1:$P_REVERSE" | grep '^bench-result') || fail "wrk ($1) failed"
     result_of "wrk ($1)" "$line"
 }
@@ -157,9 +159,10 @@ check_source() {
 }
 
 # measure_n N: appends one line of the table to ROWS, as "N start
-# rss_start record hot uniform mock rss_replay hwm_replay disk_per_outcome".
+# rss_start record hot uniform mock unseen rss_replay hwm_replay
+# disk_per_outcome".
 measure_n() {
-    local n=$1 data=$WORK/data-$1 id count start rss0 rec hot uniform mock rss1 hwm1 disk function
+    local n=$1 data=$WORK/data-$1 id count start rss0 rec hot uniform mock unseen rss1 hwm1 disk function
     start_cacheow "$data"
     wait_line cacheow "reverse http://127.0.0.1:$P_REVERSE -> "
     say "N=$n: recording $n outcomes"
@@ -189,11 +192,13 @@ measure_n() {
     check_source "$n" mock
     wrk_row hot "$n" "$SECONDS_PER_ROW"
     mock=$(per_second "$REQUESTS" "$DURATION_US")
+    wrk_row unseen "$n" "$SECONDS_PER_ROW"
+    unseen=$(per_second "$REQUESTS" "$DURATION_US")
     rss1=$(rss_kib "${PID_OF[cacheow]}" VmRSS)
     hwm1=$(rss_kib "${PID_OF[cacheow]}" VmHWM)
     stop cacheow 600
     [[ -n ${BENCH_KEEP:-} ]] || rm -rf "$data"
-    ROWS+=("$n $start $rss0 $rec $hot $uniform $mock $rss1 $hwm1 $disk")
+    ROWS+=("$n $start $rss0 $rec $hot $uniform $mock $unseen $rss1 $hwm1 $disk")
 }
 
 ensure_tools
@@ -228,19 +233,19 @@ report=$OUT_DIR/scale.md
     echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB"
     echo "- one function, \`GET /item/<i>\`, bodies of $BODY_BYTES bytes; wrk, $CONNECTIONS connections, $SECONDS_PER_ROW s per replay row; hot set $HOT keys"
     echo
-    echo "| outcomes | start s | RSS start MiB | record/s | hot replay/s | uniform replay/s | mock/s | RSS after MiB | peak MiB | disk B/outcome |"
-    echo "| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |"
+    echo "| outcomes | start s | RSS start MiB | record/s | hot replay/s | uniform replay/s | mock/s | mock unseen/s | RSS after MiB | peak MiB | disk B/outcome |"
+    echo "| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |"
     for row in "${ROWS[@]}"; do
-        read -r n start rss0 rec hot uniform mock rss1 hwm1 disk <<<"$row"
-        echo "| $n | $start | $(mib "$rss0") | $rec | $hot | $uniform | $mock | $(mib "$rss1") | $(mib "$hwm1") | $disk |"
+        read -r n start rss0 rec hot uniform mock unseen rss1 hwm1 disk <<<"$row"
+        echo "| $n | $start | $(mib "$rss0") | $rec | $hot | $uniform | $mock | $unseen | $(mib "$rss1") | $(mib "$hwm1") | $disk |"
     done
     echo
-    read -r _ _ _ rec0 hot0 uniform0 mock0 _ <<<"${ROWS[0]}"
-    echo "| outcomes | record / first | hot / first | uniform / first | mock / first |"
-    echo "| --: | --: | --: | --: | --: |"
+    read -r _ _ _ rec0 hot0 uniform0 mock0 unseen0 _ <<<"${ROWS[0]}"
+    echo "| outcomes | record / first | hot / first | uniform / first | mock / first | mock unseen / first |"
+    echo "| --: | --: | --: | --: | --: | --: |"
     for row in "${ROWS[@]}"; do
-        read -r n _ _ rec hot uniform mock _ <<<"$row"
-        echo "| $n | $(ratio "$rec" "$rec0") | $(ratio "$hot" "$hot0") | $(ratio "$uniform" "$uniform0") | $(ratio "$mock" "$mock0") |"
+        read -r n _ _ rec hot uniform mock unseen _ <<<"$row"
+        echo "| $n | $(ratio "$rec" "$rec0") | $(ratio "$hot" "$hot0") | $(ratio "$uniform" "$uniform0") | $(ratio "$mock" "$mock0") | $(ratio "$unseen" "$unseen0") |"
     done
 } >"$report"
 cat "$report"
