@@ -64,6 +64,11 @@ macro_rules! hex_id {
                 &self.0
             }
 
+            /// The id with these raw bytes.
+            pub fn from_bytes(bytes: [u8; $len]) -> Self {
+                Self(bytes)
+            }
+
             /// The id as lowercase hex ASCII, without allocating: headers and
             /// keys on the request path take it as bytes.
             pub fn hex(&self) -> [u8; $len * 2] {

@@ -22,6 +22,18 @@ use redb::Database;
 
 use crate::error::{ReadError, RebuildError, WriteError};
 
+/// redb's page cache. Internal: redb's default is 1 GiB, which a big store
+/// fills; the indexes' inner pages fit in far less, and leaf pages are
+/// cheap to read again from the OS's page cache, which is not ours to bound.
+const PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Opens (or creates) the redb file with cacheow's settings.
+pub(crate) fn open_database(path: &std::path::Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .create(path)
+}
+
 /// How often a poisoned index is reopened while it keeps failing.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -161,7 +173,7 @@ impl Index {
                 // Internal: redb refuses a second handle on a file this
                 // process holds, so the old one goes first.
                 db.take();
-                match guarded(|| Database::create(&self.path)) {
+                match guarded(|| open_database(&self.path)) {
                     Ok(Ok(reopened)) => {
                         *db = Some(reopened);
                         *broken = None;

@@ -21,7 +21,9 @@ mod ids;
 mod index;
 mod layout;
 mod model;
+mod outcomes;
 mod rebuild;
+mod row;
 mod schema;
 mod store;
 mod tables;
@@ -35,7 +37,8 @@ pub use index::panic_is_contained;
 pub use model::{
     Function, FunctionKind, MockEntry, Mode, Outcome, OutcomeType, ParseModeError, Stats, Timestamp,
 };
+pub use outcomes::{FunctionRecord, KeyedOutcome};
 pub use rebuild::{RebuildFailure, RebuildReport};
-pub use schema::SCHEMA_VERSION;
+pub use schema::{FILE_VERSION, SCHEMA_VERSION};
 pub use store::{Store, StoredFunction, Write};
 pub use writer::{Ack, Writer, WriterOptions};

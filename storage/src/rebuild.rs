@@ -7,7 +7,7 @@
 //! `restored`. Deleting an outcome goes through the API (`Write::DeleteOutcome`
 //! removes the row and the file); an outcome file deleted by hand comes back.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -18,12 +18,17 @@ use serde::de::DeserializeOwned;
 
 use crate::atomic;
 use crate::error::{ReadError, RebuildError, WriteError};
-use crate::ids::{FunctionId, OutcomeId};
+use crate::ids::FunctionId;
 use crate::layout;
 use crate::model::{Function, Outcome};
+use crate::outcomes::OutcomeTables;
+use crate::row;
 use crate::schema;
 use crate::store::{Store, decode, encode, pretty};
-use crate::tables::{FUNCTIONS, OUTCOMES, outcome_key, outcome_range};
+use crate::tables::{FUNCTIONS, ROW_KEY, ROWS, leading_function, prefix_range, trailing_outcome};
+
+/// Outcome files indexed per transaction.
+const REBUILD_BATCH: usize = 1024;
 
 /// A mirror file that rebuild-index could not read (or restore).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,122 +107,160 @@ impl Store {
         }
 
         let mut report = RebuildReport::default();
-        let mut restore: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        self.index.with(|db| -> Result<(), RebuildError> {
-            let tx = db.begin_write().map_err(WriteError::from)?;
-            {
-                let mut functions = tx.open_table(FUNCTIONS).map_err(WriteError::from)?;
-                let mut outcomes = tx.open_table(OUTCOMES).map_err(WriteError::from)?;
-                if only.is_none() {
-                    // Internal: only keys that are ids, so a damaged row never
-                    // names a path outside the data dir.
-                    for row in functions.iter().map_err(WriteError::from)? {
-                        let (key, _) = row.map_err(WriteError::from)?;
-                        if key.value().parse::<FunctionId>().is_ok() {
-                            keys.insert(key.value().to_owned());
-                        }
+        if only.is_none() {
+            // Internal: only keys that are ids, so a damaged row never names
+            // a path outside the data dir.
+            self.index.with(|db| -> Result<(), RebuildError> {
+                let tx = db.begin_read().map_err(WriteError::from)?;
+                let functions = tx.open_table(FUNCTIONS).map_err(WriteError::from)?;
+                for entry in functions.iter().map_err(WriteError::from)? {
+                    let (key, _) = entry.map_err(WriteError::from)?;
+                    if key.value().parse::<FunctionId>().is_ok() {
+                        keys.insert(key.value().to_owned());
                     }
                 }
-                for key in keys {
-                    let dir = root.join(&key);
-                    let indexed = functions
-                        .get(key.as_str())
-                        .map_err(WriteError::from)?
-                        .map(|v| v.value().to_vec());
-                    let function = match read_function_file(&dir, &mut report.failures) {
-                        FunctionFile::Read(function) => {
-                            functions
-                                .insert(key.as_str(), encode(&function).as_slice())
-                                .map_err(WriteError::from)?;
-                            function
-                        }
-                        FunctionFile::Unreadable => continue,
-                        FunctionFile::Missing => {
-                            let path = layout::function_file_in(&dir);
-                            let Some(bytes) = indexed else {
-                                report.failures.push(RebuildFailure {
-                                    path,
-                                    reason: "missing; this directory needs a function.json".into(),
-                                });
-                                continue;
-                            };
-                            match decode::<Function>(&key, &bytes) {
-                                Ok(function) => {
-                                    restore.push((path, pretty(&function)));
-                                    function
-                                }
-                                Err(e) => {
-                                    report.failures.push(RebuildFailure {
-                                        path,
-                                        reason: format!(
-                                            "missing, and the index copy is unreadable: {e}"
-                                        ),
-                                    });
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    report.functions += 1;
-
-                    let read = read_outcomes(&dir, &function, &mut report.failures)?;
-                    report.indexed += read.len();
-                    let mut from_files = HashSet::new();
-                    for outcome in read {
-                        let id = outcome.id.to_string();
-                        outcomes
-                            .insert(outcome_key(&key, &id).as_str(), encode(&outcome).as_slice())
-                            .map_err(WriteError::from)?;
-                        from_files.insert(id);
-                    }
-                    // Rows the files did not give: kept; a missing file is
-                    // rewritten from the row, an unreadable one is already in
-                    // the failures.
-                    let (start, end) = outcome_range(&key);
-                    for row in outcomes
-                        .range(start.as_str()..end.as_str())
-                        .map_err(WriteError::from)?
-                    {
-                        let (row_key, value) = row.map_err(WriteError::from)?;
-                        let Some(id) = row_key.value().strip_prefix(start.as_str()) else {
-                            continue;
-                        };
-                        let Ok(outcome_id) = id.parse::<OutcomeId>() else {
-                            continue;
-                        };
-                        if from_files.contains(id) {
-                            continue;
-                        }
-                        let path = layout::outcome_file(&self.data_dir, &function.id, &outcome_id);
-                        if !is_missing(&path) {
-                            continue;
-                        }
-                        match decode::<Outcome>(row_key.value(), value.value()) {
-                            Ok(outcome) => restore.push((path, pretty(&outcome))),
-                            Err(e) => report.failures.push(RebuildFailure {
-                                path,
-                                reason: format!("missing, and the index copy is unreadable: {e}"),
-                            }),
-                        }
-                    }
-                }
-            }
-            tx.commit().map_err(WriteError::from)?;
-            Ok(())
-        })?;
-
-        for (path, bytes) in restore {
-            match atomic::write_file(&path, &bytes) {
-                Ok(()) => report.restored.push(path),
-                Err(e) => report.failures.push(RebuildFailure {
-                    path,
-                    reason: format!("missing, and rewriting it from the index failed: {e}"),
-                }),
-            }
+                Ok(())
+            })?;
+        }
+        for key in keys {
+            self.rebuild_function(&root.join(&key), &key, &mut report)?;
         }
         report.failures.sort_by(|a, b| a.path.cmp(&b.path));
         report.restored.sort();
         Ok(report)
+    }
+
+    /// rebuild-index for one `functions/<id>/` dir: its `function.json`,
+    /// then its outcome files a batch per transaction, then the files of
+    /// rows the mirror lacks. Memory holds one batch, never the function.
+    fn rebuild_function(
+        &self,
+        dir: &Path,
+        key: &str,
+        report: &mut RebuildReport,
+    ) -> Result<(), RebuildError> {
+        let indexed = self.index.with(|db| -> Result<_, WriteError> {
+            let tx = db.begin_read()?;
+            let functions = tx.open_table(FUNCTIONS)?;
+            Ok(functions.get(key)?.map(|v| v.value().to_vec()))
+        })?;
+        let function = match read_function_file(dir, &mut report.failures) {
+            FunctionFile::Read(function) => {
+                self.index.with(|db| -> Result<(), WriteError> {
+                    let tx = db.begin_write()?;
+                    tx.open_table(FUNCTIONS)?
+                        .insert(key, encode(&function).as_slice())?;
+                    tx.commit()?;
+                    Ok(())
+                })?;
+                function
+            }
+            FunctionFile::Unreadable => return Ok(()),
+            FunctionFile::Missing => {
+                let path = layout::function_file_in(dir);
+                let Some(bytes) = indexed else {
+                    report.failures.push(RebuildFailure {
+                        path,
+                        reason: "missing; this directory needs a function.json".into(),
+                    });
+                    return Ok(());
+                };
+                match decode::<Function>(key, &bytes) {
+                    Ok(function) => {
+                        restore_file(path, &pretty(&function), report);
+                        function
+                    }
+                    Err(e) => {
+                        report.failures.push(RebuildFailure {
+                            path,
+                            reason: format!("missing, and the index copy is unreadable: {e}"),
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        report.functions += 1;
+
+        let mut batch = Vec::with_capacity(REBUILD_BATCH);
+        let mut indexed = 0;
+        for_each_outcome_file(dir, &function, &mut report.failures, |outcome| {
+            batch.push(outcome);
+            if batch.len() == REBUILD_BATCH {
+                indexed += batch.len();
+                self.put_outcomes(&mut batch)?;
+            }
+            Ok(())
+        })?;
+        indexed += batch.len();
+        self.put_outcomes(&mut batch)?;
+        report.indexed += indexed;
+        self.restore_outcome_files(&function.id, report)?;
+        Ok(())
+    }
+
+    /// Writes a batch of outcomes read from files to the index and empties it.
+    fn put_outcomes(&self, batch: &mut Vec<Outcome>) -> Result<(), WriteError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.index.with(|db| -> Result<(), WriteError> {
+            let tx = db.begin_write()?;
+            {
+                let mut tables = OutcomeTables::open(&tx)?;
+                for outcome in batch.iter() {
+                    tables.put(outcome, self.next_commit_order())?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        batch.clear();
+        Ok(())
+    }
+
+    /// Rewrites the file of every outcome row of `function` whose file is
+    /// missing: the index is committed data.
+    fn restore_outcome_files(
+        &self,
+        function: &FunctionId,
+        report: &mut RebuildReport,
+    ) -> Result<(), RebuildError> {
+        self.index.with(|db| -> Result<(), RebuildError> {
+            let tx = db.begin_read().map_err(WriteError::from)?;
+            let rows = tx.open_table(ROWS).map_err(WriteError::from)?;
+            let (start, end) = prefix_range::<ROW_KEY>(function.as_bytes());
+            for entry in rows
+                .range(start.as_slice()..=end.as_slice())
+                .map_err(WriteError::from)?
+            {
+                let (key, value) = entry.map_err(WriteError::from)?;
+                let outcome_id = trailing_outcome(key.value());
+                let path = layout::outcome_file(&self.data_dir, function, &outcome_id);
+                if !is_missing(&path) {
+                    continue;
+                }
+                match row::decode(&format!("{function}:{outcome_id}"), value.value()) {
+                    Ok(outcome) => restore_file(path, &pretty(&outcome), report),
+                    Err(e) => report.failures.push(RebuildFailure {
+                        path,
+                        reason: format!("missing, and the index copy is unreadable: {e}"),
+                    }),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Rewrites a missing mirror file from the index's copy.
+fn restore_file(path: PathBuf, bytes: &[u8], report: &mut RebuildReport) {
+    match atomic::write_file(&path, bytes) {
+        Ok(()) => report.restored.push(path),
+        Err(e) => report.failures.push(RebuildFailure {
+            path,
+            reason: format!("missing, and rewriting it from the index failed: {e}"),
+        }),
     }
 }
 
@@ -251,21 +294,16 @@ impl Store {
                     );
                 }
             }
-            for row in tx.open_table(OUTCOMES)?.iter()? {
-                let (key, value) = row?;
-                let Some((function, outcome)) = key.value().split_once(':') else {
-                    continue;
-                };
-                let (Ok(function), Ok(outcome)) =
-                    (function.parse::<FunctionId>(), outcome.parse::<OutcomeId>())
-                else {
-                    continue;
-                };
+            for entry in tx.open_table(ROWS)?.iter()? {
+                let (key, value) = entry?;
+                let (function, outcome) =
+                    (leading_function(key.value()), trailing_outcome(key.value()));
                 let path = layout::outcome_file(&self.data_dir, &function, &outcome);
                 if is_missing(&path) {
                     restore(
                         path,
-                        decode::<Outcome>(key.value(), value.value()).map(|o| pretty(&o)),
+                        row::decode(&format!("{function}:{outcome}"), value.value())
+                            .map(|o| pretty(&o)),
                     );
                 }
             }
@@ -309,33 +347,28 @@ fn read_function_file(dir: &Path, failures: &mut Vec<RebuildFailure>) -> Functio
     FunctionFile::Unreadable
 }
 
-/// Reads the outcome files of one function dir; unreadable ones go to
-/// `failures`.
-fn read_outcomes(
+/// Reads the outcome files of one function dir, one at a time, handing each
+/// readable one to `each`; unreadable ones go to `failures`.
+fn for_each_outcome_file(
     dir: &Path,
     function: &Function,
     failures: &mut Vec<RebuildFailure>,
-) -> Result<Vec<Outcome>, RebuildError> {
+    mut each: impl FnMut(Outcome) -> Result<(), WriteError>,
+) -> Result<(), RebuildError> {
     let outcomes_dir = layout::outcomes_dir(dir);
-    let mut outcomes = Vec::new();
     if !outcomes_dir.exists() {
-        return Ok(outcomes);
+        return Ok(());
     }
     let entries = fs::read_dir(&outcomes_dir).map_err(|source| RebuildError::List {
         path: outcomes_dir.clone(),
         source,
     })?;
-    let mut paths: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    paths.sort();
+    let paths = entries.flatten().map(|e| e.path()).filter(|p| {
+        p.extension().is_some_and(|e| e == "json")
+            && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    });
     for path in paths {
         let stem = path
             .file_stem()
@@ -353,12 +386,13 @@ fn read_outcomes(
                     o.function_id, function.id
                 ),
             }),
-            Ok(o) => outcomes.push(o),
+            Ok(o) => each(o)?,
             Err(reason) => failures.push(RebuildFailure { path, reason }),
         }
     }
-    Ok(outcomes)
+    Ok(())
 }
+
 /// Reads a mirror file: a regular file of at most `MAX_RECORD_BYTES`, JSON,
 /// current schema version, then the model type.
 fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, String> {

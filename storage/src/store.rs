@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
@@ -15,11 +16,11 @@ use crate::ids::{FunctionId, OutcomeId};
 use crate::index::{self, Index};
 use crate::layout;
 use crate::model::{Function, Outcome, Stats};
+use crate::outcomes::OutcomeTables;
 use crate::rebuild::RebuildReport;
+use crate::row;
 use crate::schema;
-use crate::tables::{
-    FUNCTIONS, META, MIRROR_DIRTY_KEY, OUTCOMES, STATS, outcome_key, outcome_range,
-};
+use crate::tables::{FUNCTIONS, META, MIRROR_DIRTY_KEY, ROW_KEY, ROWS, STATS, prefix_range};
 
 /// One change to the store.
 #[derive(Debug, Clone)]
@@ -67,6 +68,10 @@ pub struct Store {
     pub(crate) index: Index,
     pub(crate) data_dir: PathBuf,
     mirror_state: Mutex<MirrorState>,
+    /// Orders outcome writes of one call key committed in the same
+    /// millisecond. Internal: in memory only; a restart takes longer than
+    /// a millisecond.
+    commit_order: AtomicU64,
 }
 
 /// How far the JSON mirror is behind the index.
@@ -130,6 +135,7 @@ impl Store {
                 marker,
                 ..MirrorState::default()
             }),
+            commit_order: AtomicU64::new(0),
         };
         if marker {
             store.catch_up_mirror(
@@ -195,6 +201,7 @@ impl Store {
             index: Index::new(index, db),
             data_dir,
             mirror_state: Mutex::default(),
+            commit_order: AtomicU64::new(0),
         };
         let mut report = store.rebuild_index(None)?;
         report.moved_aside = moved_aside;
@@ -206,15 +213,27 @@ impl Store {
         &self.data_dir
     }
 
-    /// Reads every function with its outcomes and stats.
+    /// Reads every function with all its outcomes and stats, for tools
+    /// that walk a whole store; a running cacheow reads outcomes on demand
+    /// (`Store::functions`, `Store::outcome`, ...).
     pub fn load(&self) -> Result<Vec<StoredFunction>, ReadError> {
-        self.index.with(load).map_err(|e| match e {
+        self.index.with(load).map_err(|e| self.damage_named(e))
+    }
+
+    /// The next commit order number (see `commit_order`).
+    pub(crate) fn next_commit_order(&self) -> u64 {
+        self.commit_order.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Names the index file in a read error that means it is damaged.
+    pub(crate) fn damage_named(&self, e: ReadError) -> ReadError {
+        match e {
             ReadError::Database(e) if index::is_damage(&e) => ReadError::Damaged {
                 path: layout::index_file(&self.data_dir),
                 reason: e.to_string(),
             },
             e => e,
-        })
+        }
     }
 
     /// Applies writes in one index transaction, then mirrors them to files.
@@ -273,7 +292,9 @@ impl Store {
             state.unmirrored += usize::from(touches_mirror);
             touches_mirror && !state.marker
         };
-        let result = self.index.with(|db| commit(db, writes, set_marker));
+        let result = self
+            .index
+            .with(|db| commit(db, writes, set_marker, || self.next_commit_order()));
         let mut state = self.mirror_state();
         match result {
             Ok(()) => state.marker |= set_marker,
@@ -387,14 +408,19 @@ impl Store {
     }
 }
 
-fn commit(db: &Database, writes: &[Write], set_marker: bool) -> Result<(), WriteError> {
+fn commit(
+    db: &Database,
+    writes: &[Write],
+    set_marker: bool,
+    mut commit_order: impl FnMut() -> u64,
+) -> Result<(), WriteError> {
     let tx = db.begin_write()?;
     if set_marker {
         tx.open_table(META)?.insert(MIRROR_DIRTY_KEY, "1")?;
     }
     {
         let mut functions = tx.open_table(FUNCTIONS)?;
-        let mut outcomes = tx.open_table(OUTCOMES)?;
+        let mut outcomes = OutcomeTables::open(&tx)?;
         let mut stats = tx.open_table(STATS)?;
         for write in writes {
             match write {
@@ -402,12 +428,10 @@ fn commit(db: &Database, writes: &[Write], set_marker: bool) -> Result<(), Write
                     functions.insert(f.id.to_string().as_str(), encode(f).as_slice())?;
                 }
                 Write::PutOutcome(o) => {
-                    let key = outcome_key(&o.function_id.to_string(), &o.id.to_string());
-                    outcomes.insert(key.as_str(), encode(o).as_slice())?;
+                    outcomes.put(o, commit_order())?;
                 }
                 Write::DeleteOutcome { function, outcome } => {
-                    let key = outcome_key(&function.to_string(), &outcome.to_string());
-                    outcomes.remove(key.as_str())?;
+                    outcomes.delete(function, outcome)?;
                 }
                 Write::PutStats(id, s) => {
                     stats.insert(id.to_string().as_str(), encode(s).as_slice())?;
@@ -422,18 +446,19 @@ fn commit(db: &Database, writes: &[Write], set_marker: bool) -> Result<(), Write
 fn load(db: &Database) -> Result<Vec<StoredFunction>, ReadError> {
     let read = db.begin_read()?;
     let functions = read.open_table(FUNCTIONS)?;
-    let outcomes = read.open_table(OUTCOMES)?;
+    let outcomes = read.open_table(ROWS)?;
     let stats = read.open_table(STATS)?;
     let mut out = Vec::new();
-    for row in functions.iter()? {
-        let (key, value) = row?;
+    for entry in functions.iter()? {
+        let (key, value) = entry?;
         let function: Function = decode(key.value(), value.value())?;
         let id = key.value().to_owned();
-        let (start, end) = outcome_range(&id);
+        let (start, end) = prefix_range::<ROW_KEY>(function.id.as_bytes());
         let mut list = Vec::new();
-        for row in outcomes.range(start.as_str()..end.as_str())? {
-            let (key, value) = row?;
-            list.push(decode(key.value(), value.value())?);
+        for entry in outcomes.range(start.as_slice()..=end.as_slice())? {
+            let (key, value) = entry?;
+            let name = format!("{id}:{}", crate::tables::trailing_outcome(key.value()));
+            list.push(row::decode(&name, value.value())?);
         }
         let stats = match stats.get(id.as_str())? {
             Some(v) => decode(&id, v.value())?,
@@ -473,7 +498,7 @@ fn open_index(index: &Path, data_dir: &Path) -> Result<Database, OpenError> {
     if fs::metadata(index).is_ok_and(|m| m.is_file() && m.len() == 0) {
         return Err(damaged("the file is empty".into()));
     }
-    let db = match index::guarded(|| Database::create(index)) {
+    let db = match index::guarded(|| index::open_database(index)) {
         Err(panic) => return Err(damaged(panic)),
         Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
             return Err(OpenError::Locked {
@@ -527,10 +552,29 @@ fn verify(mut db: Database) -> Option<Database> {
     if !matches!(checked, Ok(Ok(_))) {
         return None;
     }
-    match index::guarded(|| load(&db)) {
-        Ok(Ok(_)) => Some(db),
+    match index::guarded(|| read_every_row(&db)) {
+        Ok(Ok(())) => Some(db),
         _ => None,
     }
+}
+
+/// Decodes every record of the index, one at a time, so a store of any size
+/// is checked in bounded memory.
+fn read_every_row(db: &Database) -> Result<(), ReadError> {
+    let read = db.begin_read()?;
+    for entry in read.open_table(FUNCTIONS)?.iter()? {
+        let (key, value) = entry?;
+        decode::<Function>(key.value(), value.value())?;
+    }
+    for entry in read.open_table(STATS)?.iter()? {
+        let (key, value) = entry?;
+        decode::<Stats>(key.value(), value.value())?;
+    }
+    for entry in read.open_table(ROWS)?.iter()? {
+        let (key, value) = entry?;
+        row::decode(&format!("{:?}", key.value()), value.value())?;
+    }
+    Ok(())
 }
 
 /// Renames a damaged index to `cacheow.redb.damaged-<unix time>` (with a

@@ -190,6 +190,28 @@ fn the_v1_fixture_store_opens() {
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].function.name, "GET http://api.test/users/{id}");
     assert_eq!(loaded[0].outcomes.len(), 1);
+
+    // Migrated to schema 2: the outcome is reachable through every index.
+    let outcome = loaded[0].outcomes[0].clone();
+    let function = loaded[0].function.id;
+    assert_eq!(store.functions().unwrap()[0].outcome_count, 1);
+    assert_eq!(
+        store.outcome(&function, &outcome.id).unwrap(),
+        Some(outcome.clone())
+    );
+    let keyed = store
+        .outcomes_for_key(&function, outcome.call_key.as_ref().unwrap())
+        .unwrap();
+    assert_eq!(keyed.len(), 1);
+    assert_eq!(keyed[0].id, outcome.id);
+    assert_eq!(store.outcome_ids_at(&function, 0, 5).unwrap(), [outcome.id]);
+    drop(store);
+    // ... and it opens again as a schema 2 store, with nothing lost.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.outcome(&function, &outcome.id).unwrap(),
+        Some(outcome)
+    );
 }
 
 #[test]
