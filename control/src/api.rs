@@ -271,15 +271,7 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
                 (Method::GET, []) => off_workers(move || Ok(ok_json(&detail(&function)))).await,
                 (Method::GET, ["outcomes"]) => {
                     let page = Page::from_query(request.uri().query())?;
-                    off_workers(move || {
-                        let outcomes = function.outcomes();
-                        page.respond(
-                            &outcomes,
-                            |o| o.outcome().id.to_string(),
-                            |o| outcome_summary(&function, o),
-                        )
-                    })
-                    .await
+                    off_workers(move || outcomes_page(&function, &page)).await
                 }
                 (Method::POST, ["mode"]) => set_mode(&function, request).await,
                 (Method::POST, ["latency"]) => set_latency(&function, request).await,
@@ -482,7 +474,7 @@ fn parse_outcome_id(text: &str) -> Result<OutcomeId, ApiError> {
 
 fn find_outcome(function: &FunctionHandle, text: &str) -> Result<Arc<StoredOutcome>, ApiError> {
     let id = parse_outcome_id(text)?;
-    function.outcome(&id).ok_or_else(|| {
+    function.outcome(&id)?.ok_or_else(|| {
         ApiError::not_found(format!("function {} has no outcome {id}", function.id()))
     })
 }
@@ -513,15 +505,63 @@ fn detail(function: &FunctionHandle) -> Value {
     let snapshot = function.snapshot();
     let mut value = summary(function);
     value["config"] = Value::Object(snapshot.config);
-    value["outcomes"] = function
-        .outcomes()
+    // Internal: the first page only; a function may hold millions, and
+    // the rest are read a page at a time from /outcomes.
+    let first = function
+        .outcomes_page(None, DETAIL_OUTCOMES + 1)
+        .map_err(|e| tracing::error!(function = %snapshot.id, error = %e, "cannot read the outcomes to show"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    value["outcomes_truncated"] = json!(first.len() > DETAIL_OUTCOMES);
+    value["outcomes"] = first
         .iter()
+        .take(DETAIL_OUTCOMES)
         .map(|o| outcome_summary(function, o))
         .collect();
     value["mock_outcomes"] =
         serde_json::to_value(&snapshot.mock_entries).expect("entries serialise");
     value["recent_calls"] = serde_json::to_value(function.recent_calls()).expect("calls serialise");
     value
+}
+
+/// Outcomes a function's detail shows; `/outcomes` pages through the rest.
+const DETAIL_OUTCOMES: usize = 100;
+
+/// Outcomes a page of `/outcomes` holds when the request sets no `limit`.
+const DEFAULT_OUTCOME_PAGE: usize = 1000;
+
+/// A page of a function's outcomes, the most recently seen first, read from
+/// the store: `after` is the last outcome id of the previous page, which
+/// `x-cacheow-next` names while more follow.
+fn outcomes_page(function: &FunctionHandle, page: &Page) -> ApiResult {
+    let after = page.after.as_deref().map(parse_outcome_id).transpose()?;
+    let limit = page.limit.unwrap_or(DEFAULT_OUTCOME_PAGE);
+    let Some(mut outcomes) = function.outcomes_page(after.as_ref(), limit + 1)? else {
+        return Err(ApiError::field(
+            "invalid_field",
+            "after",
+            format!(
+                "`after` names no outcome of function {}: `{}`",
+                function.id(),
+                page.after.as_deref().unwrap_or_default()
+            ),
+        ));
+    };
+    let more = outcomes.len() > limit;
+    outcomes.truncate(limit);
+    let list: Vec<Value> = outcomes
+        .iter()
+        .map(|o| outcome_summary(function, o))
+        .collect();
+    let mut response = ok_json(&Value::Array(list));
+    if more
+        && let Some(last) = outcomes.last()
+        && let Ok(next) = http::HeaderValue::from_str(&last.id().to_string())
+    {
+        response.headers_mut().insert(NEXT_PAGE, next);
+    }
+    Ok(response)
 }
 
 fn outcome_summary(function: &FunctionHandle, stored: &StoredOutcome) -> Value {
@@ -803,7 +843,6 @@ async fn add_manual(function: &FunctionHandle, request: Request<Incoming>) -> Ap
         }
         Err(e) => {
             tracing::error!(function = %function.id(), error = %e, "manual outcome could not be stored");
-            function.forget_unstored(&outcome_id);
             return Err(ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "persist_failed",

@@ -7,7 +7,8 @@ use cacheow_storage::{CallKey, FunctionId, MockEntry, Mode};
 use serde::Serialize;
 
 use crate::error::NoMockOutcome;
-use crate::outcome::{OutcomeIndex, StoredOutcome};
+use crate::outcome::StoredOutcome;
+use crate::outcomes::Outcomes;
 
 /// Where a reply came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,7 +86,7 @@ pub(crate) struct Call<'a> {
     pub(crate) mode: Mode,
     pub(crate) latency: (u64, u64),
     pub(crate) mock_entries: &'a [MockEntry],
-    pub(crate) index: &'a OutcomeIndex,
+    pub(crate) outcomes: &'a Outcomes,
     /// `None` when the call has no key (its arguments were too large to
     /// read): only mock entries that ignore arguments can answer it.
     pub(crate) key: Option<&'a CallKey>,
@@ -106,8 +107,9 @@ pub(crate) fn decide(call: Call<'_>) -> Result<Decision, NoMockOutcome> {
         }),
         Mode::Cache => {
             let hit = call.key.and_then(|key| {
-                call.index
-                    .for_key_newest_first(key)
+                readable(call.function, call.outcomes.for_key_newest_first(key))
+                    .into_iter()
+                    .flatten()
                     .find(|o| !o.outcome().is_mock_only && call.filter.accepts(o, Source::Cache))
             });
             Ok(match hit {
@@ -134,44 +136,66 @@ pub(crate) fn decide(call: Call<'_>) -> Result<Decision, NoMockOutcome> {
     }
 }
 
+/// What a store read gave, or `None` after logging why it failed: the
+/// call then goes on as if nothing were stored (a cache miss, or no mock
+/// outcome), which the caller reports.
+fn readable<T>(function: FunctionId, read: Result<T, cacheow_storage::ReadError>) -> Option<T> {
+    read.map_err(|e| {
+        tracing::error!(function = %function, error = %e, "cannot read the store; treating the call as having no stored outcome");
+    })
+    .ok()
+}
+
 /// Weighted choice among eligible entries. With no entries configured:
 /// uniform among the outcomes recorded for this very call, and only for a
-/// call never seen, uniform among all outcomes.
+/// call never seen, uniform among all outcomes. Each step reads a bounded
+/// number of outcomes, however many the function has.
 fn choose_mock(call: &Call<'_>) -> Option<Arc<StoredOutcome>> {
-    let accepted = |o: &&Arc<StoredOutcome>| call.filter.accepts(o, Source::Mock);
+    let accepts = |o: &StoredOutcome| call.filter.accepts(o, Source::Mock);
     if call.mock_entries.is_empty() {
         let key = call.key?;
-        let same_call: Vec<_> = call
-            .index
-            .for_key_newest_first(key)
-            .filter(accepted)
-            .collect();
+        let mut same_call: Vec<_> =
+            readable(call.function, call.outcomes.for_key_newest_first(key))?
+                .into_iter()
+                .filter(|o| accepts(o))
+                .collect();
         if !same_call.is_empty() {
-            return Some(same_call[fastrand::usize(..same_call.len())].clone());
+            return Some(same_call.swap_remove(fastrand::usize(..same_call.len())));
         }
-        let all: Vec<_> = call.index.all().filter(accepted).collect();
-        return (!all.is_empty()).then(|| all[fastrand::usize(..all.len())].clone());
+        return readable(call.function, call.outcomes.pick_uniform(&accepts)).flatten();
     }
-    let eligible: Vec<(&Arc<StoredOutcome>, f64)> = call
+    // Internal: weights are drawn before outcomes are read, and an entry
+    // whose outcome the call does not take is dropped and the draw made
+    // again, so only drawn outcomes are read.
+    let mut eligible: Vec<&MockEntry> = call
         .mock_entries
         .iter()
         .filter(|e| e.enabled && e.weight > 0.0 && e.weight.is_finite())
-        .filter_map(|e| call.index.get(&e.outcome_id).map(|o| (o, e)))
-        .filter(|(o, e)| {
-            e.ignore_args || (call.key.is_some() && o.outcome().call_key.as_ref() == call.key)
-        })
-        .map(|(o, e)| (o, e.weight))
         .collect();
-    let total: f64 = eligible.iter().map(|(_, w)| w).sum();
-    if eligible.is_empty() || total <= 0.0 {
-        return None;
-    }
-    let mut point = fastrand::f64() * total;
-    for (outcome, weight) in &eligible {
-        if point < *weight {
-            return Some((*outcome).clone());
+    while !eligible.is_empty() {
+        let total: f64 = eligible.iter().map(|e| e.weight).sum();
+        if total <= 0.0 {
+            return None;
         }
-        point -= weight;
+        let mut point = fastrand::f64() * total;
+        let mut drawn = eligible.len() - 1;
+        for (i, entry) in eligible.iter().enumerate() {
+            if point < entry.weight {
+                drawn = i;
+                break;
+            }
+            point -= entry.weight;
+        }
+        let entry = eligible.swap_remove(drawn);
+        let Some(outcome) = readable(call.function, call.outcomes.get(&entry.outcome_id)).flatten()
+        else {
+            continue;
+        };
+        let key_matches = entry.ignore_args
+            || (call.key.is_some() && outcome.outcome().call_key.as_ref() == call.key);
+        if key_matches && accepts(&outcome) {
+            return Some(outcome);
+        }
     }
-    eligible.last().map(|(o, _)| (*o).clone())
+    None
 }

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::codec::{JsonCodec, OutcomeCodec};
 use crate::error::EngineError;
 use crate::function::{FunctionHandle, FunctionState};
+use crate::outcomes::{HotCache, Outcomes, hot_cache};
 
 /// How often changed counters are written to the index.
 const STATS_FLUSH_EVERY: Duration = Duration::from_millis(500);
@@ -21,12 +22,30 @@ const STATS_FLUSH_EVERY: Duration = Duration::from_millis(500);
 type FunctionMap = RwLock<HashMap<FunctionId, Arc<FunctionState>>>;
 
 /// Engine settings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     /// Mode of functions seen for the first time.
     pub default_mode: Mode,
     /// Wait for each recorded outcome to be committed before replying.
     pub durable: bool,
+    /// Bytes of memory the cache of hot outcomes may hold (estimated);
+    /// every other outcome stays in the store until a call needs it.
+    pub memory_cache_bytes: u64,
+}
+
+impl EngineOptions {
+    /// The default size of the cache of hot outcomes: 256 MiB.
+    pub const DEFAULT_MEMORY_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            default_mode: Mode::default(),
+            durable: false,
+            memory_cache_bytes: Self::DEFAULT_MEMORY_CACHE_BYTES,
+        }
+    }
 }
 
 /// What identifies a function, and how to set it up when first seen.
@@ -63,6 +82,7 @@ pub(crate) struct Shared {
     pub(crate) options: EngineOptions,
     pub(crate) writer: Writer,
     store: Arc<Store>,
+    cache: Arc<HotCache>,
     functions: Arc<FunctionMap>,
     codecs: RwLock<HashMap<FunctionKind, Arc<dyn OutcomeCodec>>>,
     /// The codec of kinds nobody registered one for.
@@ -99,15 +119,18 @@ impl std::fmt::Debug for Engine {
 // === impl Engine ===
 
 impl Engine {
-    /// Opens the data dir and loads every function into memory.
+    /// Opens the data dir and loads every function (not its outcomes,
+    /// which are read when a call or a list needs them).
     pub fn open(data_dir: &Path, options: EngineOptions) -> Result<Engine, EngineError> {
         let store = Arc::new(Store::open(data_dir)?);
+        let cache = Arc::new(hot_cache(options.memory_cache_bytes));
         let functions: Arc<FunctionMap> = Arc::new(RwLock::new(HashMap::new()));
-        for stored in store.load()? {
+        for record in store.functions()? {
             // Internal: keyed by the stored id, not the name's hash, so a
             // function renamed by hand in its file stays reachable by its id.
-            let id = stored.function.id;
-            let state = FunctionState::new(stored.function, stored.outcomes, stored.stats);
+            let id = record.function.id;
+            let outcomes = Outcomes::new(id, record.outcome_count, store.clone(), cache.clone());
+            let state = FunctionState::new(record.function, record.stats, outcomes);
             functions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -123,6 +146,7 @@ impl Engine {
             options,
             writer,
             store,
+            cache,
             functions,
             codecs: RwLock::default(),
             json_codec: Arc::new(JsonCodec),
@@ -183,10 +207,11 @@ impl Engine {
         function
             .config
             .extend(spec.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let outcomes = Outcomes::new(id, 0, self.shared.store.clone(), self.shared.cache.clone());
         let state = Arc::new(FunctionState::new(
             function.clone(),
-            Vec::new(),
             Stats::default(),
+            outcomes,
         ));
         map.insert(id, state.clone());
         drop(map);
@@ -233,24 +258,32 @@ impl Engine {
         let report = rx
             .await
             .map_err(|_| cacheow_storage::RebuildError::WriterGone)??;
-        let stored = self.shared.store.load()?;
+        let stored = self.shared.store.functions()?;
         let mut map = self
             .shared
             .functions
             .write()
             .unwrap_or_else(|e| e.into_inner());
         if only.is_none() {
-            map.retain(|id, _| stored.iter().any(|s| s.function.id == *id));
+            let kept: std::collections::HashSet<FunctionId> =
+                stored.iter().map(|s| s.function.id).collect();
+            map.retain(|id, _| kept.contains(id));
         }
-        for entry in stored {
-            let id = entry.function.id;
+        for record in stored {
+            let id = record.function.id;
             if only.is_some_and(|only| only != id) {
                 continue;
             }
             match map.get(&id) {
-                Some(state) => state.reload(entry.function, entry.outcomes),
+                Some(state) => state.reload(record.function, record.outcome_count),
                 None => {
-                    let state = FunctionState::new(entry.function, entry.outcomes, entry.stats);
+                    let outcomes = Outcomes::new(
+                        id,
+                        record.outcome_count,
+                        self.shared.store.clone(),
+                        self.shared.cache.clone(),
+                    );
+                    let state = FunctionState::new(record.function, record.stats, outcomes);
                     map.insert(id, Arc::new(state));
                 }
             }
@@ -294,9 +327,7 @@ fn flush_stats(shared: &Shared) {
         .cloned()
         .collect();
     for state in states {
-        for write in state.take_dirty() {
-            shared.writer.submit(write);
-        }
+        state.flush_dirty(&shared.writer);
     }
 }
 

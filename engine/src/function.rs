@@ -1,14 +1,14 @@
 //! One function in memory: its settings, outcomes, counters and recent calls,
 //! and the verbs that read and change them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cacheow_storage::{
     CallKey, Function, FunctionId, MockEntry, Mode, Outcome, OutcomeId, Stats, Timestamp, Write,
-    WriteError,
+    WriteError, Writer,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -19,7 +19,8 @@ use crate::counters::Counters;
 use crate::decide::{self, AnyOutcome, Decision, ReplayFilter, Source};
 use crate::engine::Shared;
 use crate::error::{EngineError, NoMockOutcome};
-use crate::outcome::{NewOutcome, OutcomeIndex, StoredOutcome};
+use crate::outcome::{NewOutcome, StoredOutcome};
+use crate::outcomes::{Outcomes, Recorded, Ticket};
 
 /// How many recent calls each function remembers.
 const RECENT_CALLS: usize = 50;
@@ -90,50 +91,45 @@ impl Unrecorded {
 
 pub(crate) struct FunctionState {
     meta: RwLock<Function>,
-    outcomes: RwLock<OutcomeIndex>,
+    outcomes: Outcomes,
     counters: Counters,
     stats_dirty: AtomicBool,
-    /// Outcomes whose count changed since they were last written.
-    dirty_outcomes: Mutex<HashSet<OutcomeId>>,
     recent: Mutex<VecDeque<RecentCall>>,
 }
 
 impl FunctionState {
-    pub(crate) fn new(function: Function, outcomes: Vec<Outcome>, stats: Stats) -> Self {
+    pub(crate) fn new(function: Function, stats: Stats, outcomes: Outcomes) -> Self {
         Self {
             meta: RwLock::new(function),
-            outcomes: RwLock::new(OutcomeIndex::from_outcomes(outcomes)),
+            outcomes,
             counters: Counters::from_stats(stats),
             stats_dirty: AtomicBool::new(false),
-            dirty_outcomes: Mutex::new(HashSet::new()),
             recent: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Replaces settings and outcomes with what the store holds now (after a
-    /// rebuild); counters and recent calls stay.
-    pub(crate) fn reload(&self, function: Function, outcomes: Vec<Outcome>) {
+    /// Replaces settings with what the store holds now (after a rebuild)
+    /// and forgets the outcomes held in memory; counters and recent calls
+    /// stay.
+    pub(crate) fn reload(&self, function: Function, outcome_count: u64) {
         *write(&self.meta) = function;
-        *write(&self.outcomes) = OutcomeIndex::from_outcomes(outcomes);
+        self.outcomes.reload(outcome_count);
     }
 
-    /// The writes that bring the store up to date with counters and counts
-    /// changed in memory.
-    pub(crate) fn take_dirty(&self) -> Vec<Write> {
-        let id = read(&self.meta).id;
-        let mut writes = Vec::new();
+    /// Sends the writes that bring the store up to date with counters and
+    /// outcome counts changed in memory.
+    pub(crate) fn flush_dirty(self: &Arc<Self>, writer: &Writer) {
         if self.stats_dirty.swap(false, Ordering::AcqRel) {
-            writes.push(Write::PutStats(id, self.counters.snapshot()));
+            let id = read(&self.meta).id;
+            writer.submit(Write::PutStats(id, self.counters.snapshot()));
         }
-        let dirty: Vec<OutcomeId> = lock(&self.dirty_outcomes).drain().collect();
-        let index = read(&self.outcomes);
-        writes.extend(
-            dirty
-                .iter()
-                .filter_map(|outcome| index.get(outcome))
-                .map(|stored| Write::PutOutcome(stored.snapshot())),
-        );
-        writes
+        for (outcome, ticket) in self.outcomes.take_dirty() {
+            let state = self.clone();
+            writer.submit_with_ack(
+                Write::PutOutcome(outcome),
+                Box::new(move |result| state.outcomes.settle(&ticket, &result)),
+            );
+        }
     }
 
     pub(crate) fn note_persist_failure(&self) {
@@ -272,13 +268,12 @@ impl FunctionHandle {
         filter: &dyn ReplayFilter,
     ) -> Result<Decision, NoMockOutcome> {
         let meta = read(&self.state.meta);
-        let index = read(&self.state.outcomes);
         decide::decide(decide::Call {
             function: meta.id,
             mode: meta.mode,
             latency: (meta.latency_ms, meta.latency_jitter_ms),
             mock_entries: &meta.mock_entries,
-            index: &index,
+            outcomes: &self.state.outcomes,
             key,
             filter,
         })
@@ -345,58 +340,61 @@ impl FunctionHandle {
         awaitable: bool,
     ) -> Recording {
         let id = OutcomeId::for_content(key.as_ref(), fingerprint);
-        let existing = read(&self.state.outcomes).get(&id).cloned();
-        if let Some(existing) = existing {
-            existing.bump();
-            if let Some(key) = &key
-                && !read(&self.state.outcomes).is_latest(key, &id)
-            {
-                write(&self.state.outcomes).mark_latest(key, id);
+        let function_id = self.id();
+        let write_now = awaitable || self.shared.options.durable;
+        let recorded = self.state.outcomes.record(id, write_now, || {
+            let new = build();
+            let now = Timestamp::now();
+            Outcome {
+                id,
+                function_id,
+                call_key: key,
+                outcome_type: new.outcome_type,
+                value: new.value,
+                exception_type: new.exception_type,
+                exception_message: new.exception_message,
+                duration_ms: new.duration_ms,
+                count: 1,
+                is_manual: new.is_manual,
+                is_mock_only: new.is_mock_only,
+                created_at: now,
+                last_seen_at: now,
+                request: new.request,
             }
-            let ack = if awaitable {
-                Some(self.persist_acked(Write::PutOutcome(existing.snapshot())))
-            } else if self.shared.options.durable {
-                self.persist(Write::PutOutcome(existing.snapshot()))
-            } else {
-                // Internal: counts are written with the stats, off the
-                // request path.
-                lock(&self.state.dirty_outcomes).insert(id);
-                None
-            };
-            return Recording {
-                outcome_id: id,
-                is_new: false,
-                ack,
-            };
-        }
-        let new = build();
-        let now = Timestamp::now();
-        let outcome = Outcome {
-            id,
-            function_id: self.id(),
-            call_key: key,
-            outcome_type: new.outcome_type,
-            value: new.value,
-            exception_type: new.exception_type,
-            exception_message: new.exception_message,
-            duration_ms: new.duration_ms,
-            count: 1,
-            is_manual: new.is_manual,
-            is_mock_only: new.is_mock_only,
-            created_at: now,
-            last_seen_at: now,
-            request: new.request,
+        });
+        let (stored, ticket, is_new) = match recorded {
+            Ok(Recorded::New(stored, ticket)) => {
+                stored.preview(&*self.codec());
+                (stored, ticket, true)
+            }
+            Ok(Recorded::Repeat(stored, ticket)) => (stored, ticket, false),
+            Err(e) => {
+                tracing::error!(function = %function_id, error = %e, "cannot read the store to record an outcome; it was not recorded");
+                self.state.note_persist_failure();
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(WriteError::Unavailable {
+                    reason: e.to_string(),
+                }));
+                return Recording {
+                    outcome_id: id,
+                    is_new: false,
+                    ack: write_now.then_some(rx),
+                };
+            }
         };
-        let stored = write(&self.state.outcomes).insert(outcome.clone());
-        stored.preview(&*self.codec());
-        let ack = if awaitable {
-            Some(self.persist_acked(Write::PutOutcome(outcome)))
+        let ack = if write_now {
+            Some(self.persist_settled(Write::PutOutcome(stored.snapshot()), ticket))
         } else {
-            self.persist(Write::PutOutcome(outcome))
+            if is_new {
+                self.submit_settled(Write::PutOutcome(stored.snapshot()), ticket);
+            }
+            // Internal: a repeat's count is written with the stats, off the
+            // request path.
+            None
         };
         Recording {
             outcome_id: id,
-            is_new: true,
+            is_new,
             ack,
         }
     }
@@ -424,20 +422,24 @@ impl FunctionHandle {
     }
 
     /// One stored outcome.
-    pub fn outcome(&self, id: &OutcomeId) -> Option<Arc<StoredOutcome>> {
-        read(&self.state.outcomes).get(id).cloned()
+    pub fn outcome(&self, id: &OutcomeId) -> Result<Option<Arc<StoredOutcome>>, EngineError> {
+        Ok(self.state.outcomes.get(id)?)
     }
 
-    /// Every stored outcome, newest first.
-    pub fn outcomes(&self) -> Vec<Arc<StoredOutcome>> {
-        let mut all: Vec<_> = read(&self.state.outcomes).all().cloned().collect();
-        all.sort_by_key(|o| std::cmp::Reverse(o.last_seen_at()));
-        all
+    /// Up to `limit` stored outcomes, the most recently seen first, after
+    /// the outcome `after` (from the start when `None`); `None` when
+    /// `after` names no outcome of this function.
+    pub fn outcomes_page(
+        &self,
+        after: Option<&OutcomeId>,
+        limit: usize,
+    ) -> Result<Option<Vec<Arc<StoredOutcome>>>, EngineError> {
+        Ok(self.state.outcomes.page(after, limit)?)
     }
 
     /// How many outcomes are stored.
     pub fn outcome_count(&self) -> usize {
-        read(&self.state.outcomes).len()
+        usize::try_from(self.state.outcomes.count()).unwrap_or(usize::MAX)
     }
 
     /// A copy of the counters.
@@ -468,7 +470,6 @@ impl FunctionHandle {
     /// carry a finite weight ≥ 0, and the weights' sum must be finite.
     pub fn set_mock_entries(&self, entries: Vec<MockEntry>) -> Result<(), EngineError> {
         {
-            let index = read(&self.state.outcomes);
             for (i, entry) in entries.iter().enumerate() {
                 if !entry.weight.is_finite() || entry.weight < 0.0 {
                     return Err(EngineError::Invalid {
@@ -476,7 +477,7 @@ impl FunctionHandle {
                         message: format!("must be a number ≥ 0, got {}", entry.weight),
                     });
                 }
-                if index.get(&entry.outcome_id).is_none() {
+                if self.state.outcomes.get(&entry.outcome_id)?.is_none() {
                     return Err(EngineError::Invalid {
                         field: format!("entries[{i}].outcome_id"),
                         message: format!(
@@ -526,25 +527,26 @@ impl FunctionHandle {
         });
     }
 
-    /// Drops a new outcome from memory whose durable write failed, so no
-    /// replay serves what the store does not hold.
-    pub fn forget_unstored(&self, id: &OutcomeId) {
-        write(&self.state.outcomes).remove(id);
-    }
-
     /// Deletes an outcome and any mock entry that points at it.
     pub fn delete_outcome(&self, id: &OutcomeId) -> Result<(), EngineError> {
         let function = self.id();
-        if write(&self.state.outcomes).remove(id).is_none() {
+        let Some(ticket) = self.state.outcomes.delete(id)? else {
             return Err(EngineError::UnknownOutcome {
                 function,
                 outcome: *id,
             });
-        }
-        self.persist(Write::DeleteOutcome {
+        };
+        let delete = Write::DeleteOutcome {
             function,
             outcome: *id,
-        });
+        };
+        if self.shared.options.durable {
+            // Internal: the API answers at once; durable mode only makes
+            // the write itself wait for the disk.
+            drop(self.persist_settled(delete, ticket));
+        } else {
+            self.submit_settled(delete, ticket);
+        }
         let had_entry = read(&self.state.meta)
             .mock_entries
             .iter()
@@ -562,23 +564,30 @@ impl FunctionHandle {
             change(&mut meta);
             meta.clone()
         };
-        self.persist(Write::PutFunction(snapshot));
+        self.shared.writer.submit(Write::PutFunction(snapshot));
     }
 
-    fn persist(&self, write: Write) -> Option<oneshot::Receiver<Result<(), WriteError>>> {
-        if self.shared.options.durable {
-            Some(self.persist_acked(write))
-        } else {
-            self.shared.writer.submit(write);
-            None
-        }
+    /// Sends an outcome change; its ticket is settled when the write is.
+    fn submit_settled(&self, write: Write, ticket: Ticket) {
+        let state = self.state.clone();
+        self.shared.writer.submit_with_ack(
+            write,
+            Box::new(move |result| state.outcomes.settle(&ticket, &result)),
+        );
     }
 
-    fn persist_acked(&self, write: Write) -> oneshot::Receiver<Result<(), WriteError>> {
+    /// `submit_settled`, and a receiver of the write's result.
+    fn persist_settled(
+        &self,
+        write: Write,
+        ticket: Ticket,
+    ) -> oneshot::Receiver<Result<(), WriteError>> {
         let (tx, rx) = oneshot::channel();
+        let state = self.state.clone();
         self.shared.writer.submit_with_ack(
             write,
             Box::new(move |result| {
+                state.outcomes.settle(&ticket, &result);
                 let _ = tx.send(result);
             }),
         );

@@ -33,6 +33,7 @@ mod error;
 mod function;
 mod keys;
 mod outcome;
+mod outcomes;
 
 pub use cacheow_storage::{
     CallKey, Function, FunctionId, FunctionKind, IdError, MockEntry, Mode, OpenError, Outcome,

@@ -1,10 +1,9 @@
 //! Outcomes in memory: what a caller hands in, and what the index holds.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cacheow_storage::{CallKey, Outcome, OutcomeId, OutcomeType, Timestamp};
+use cacheow_storage::{Outcome, OutcomeId, OutcomeType, Timestamp};
 use serde_json::Value;
 
 use crate::codec::{OutcomeCodec, Preview};
@@ -92,6 +91,8 @@ pub struct StoredOutcome {
     /// Set when recorded; an outcome loaded from the store gets it the
     /// first time a list shows it.
     preview: OnceLock<Preview>,
+    /// What it costs the memory cache, fixed when it is made.
+    weight: u64,
 }
 
 impl std::fmt::Debug for StoredOutcome {
@@ -103,13 +104,21 @@ impl std::fmt::Debug for StoredOutcome {
 }
 
 impl StoredOutcome {
-    pub(crate) fn new(outcome: Outcome) -> Self {
+    /// `json_bytes` is the size of the outcome as compact JSON, which its
+    /// cache weight is estimated from.
+    pub(crate) fn new(outcome: Outcome, json_bytes: usize) -> Self {
         Self {
             seen: Mutex::new((outcome.count, outcome.last_seen_at)),
             outcome,
             prepared: OnceLock::new(),
             preview: OnceLock::new(),
+            weight: estimated_weight(json_bytes),
         }
+    }
+
+    /// What it costs the memory cache.
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
     }
 
     /// The outcome's id.
@@ -176,84 +185,11 @@ impl StoredOutcome {
     }
 }
 
-/// One function's outcomes, by id and by call key.
-#[derive(Default)]
-pub(crate) struct OutcomeIndex {
-    by_id: HashMap<OutcomeId, Arc<StoredOutcome>>,
-    /// Ids per call key, most recently recorded last.
-    by_key: HashMap<CallKey, Vec<OutcomeId>>,
-}
-
-impl OutcomeIndex {
-    /// An index of stored outcomes; the most recently seen of a key wins.
-    pub(crate) fn from_outcomes(mut outcomes: Vec<Outcome>) -> Self {
-        outcomes.sort_by_key(|o| o.last_seen_at);
-        let mut index = Self::default();
-        for outcome in outcomes {
-            index.insert(outcome);
-        }
-        index
-    }
-
-    pub(crate) fn insert(&mut self, outcome: Outcome) -> Arc<StoredOutcome> {
-        let id = outcome.id;
-        if let Some(key) = outcome.call_key {
-            let ids = self.by_key.entry(key).or_default();
-            ids.retain(|other| *other != id);
-            ids.push(id);
-        }
-        let stored = Arc::new(StoredOutcome::new(outcome));
-        self.by_id.insert(id, stored.clone());
-        stored
-    }
-
-    pub(crate) fn remove(&mut self, id: &OutcomeId) -> Option<Arc<StoredOutcome>> {
-        let removed = self.by_id.remove(id)?;
-        if let Some(key) = removed.outcome.call_key
-            && let Some(ids) = self.by_key.get_mut(&key)
-        {
-            ids.retain(|other| other != id);
-            if ids.is_empty() {
-                self.by_key.remove(&key);
-            }
-        }
-        Some(removed)
-    }
-
-    /// Makes `id` the latest outcome of `key`, for cache mode.
-    pub(crate) fn mark_latest(&mut self, key: &CallKey, id: OutcomeId) {
-        if let Some(ids) = self.by_key.get_mut(key) {
-            ids.retain(|other| *other != id);
-            ids.push(id);
-        }
-    }
-
-    /// True if `id` is already the latest outcome of `key`.
-    pub(crate) fn is_latest(&self, key: &CallKey, id: &OutcomeId) -> bool {
-        self.by_key.get(key).and_then(|ids| ids.last()) == Some(id)
-    }
-
-    pub(crate) fn get(&self, id: &OutcomeId) -> Option<&Arc<StoredOutcome>> {
-        self.by_id.get(id)
-    }
-
-    /// The outcomes recorded for `key`, the latest first.
-    pub(crate) fn for_key_newest_first(
-        &self,
-        key: &CallKey,
-    ) -> impl Iterator<Item = &Arc<StoredOutcome>> {
-        self.by_key
-            .get(key)
-            .into_iter()
-            .flat_map(|ids| ids.iter().rev())
-            .filter_map(|id| self.by_id.get(id))
-    }
-
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<StoredOutcome>> {
-        self.by_id.values()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.by_id.len()
-    }
+/// Bytes of memory an outcome of `json_bytes` holds once replayed: its
+/// parsed JSON (serde_json's values take about twice their text), the
+/// ready-to-send reply built from it (about its text again) and fixed
+/// overheads. Internal: an estimate fixed at insertion, as the cache
+/// requires; bench/scale.sh checks the resident size it leads to.
+fn estimated_weight(json_bytes: usize) -> u64 {
+    (json_bytes as u64).saturating_mul(3).saturating_add(1024)
 }

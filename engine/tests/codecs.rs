@@ -62,7 +62,7 @@ fn manual_outcomes_go_through_the_codec_of_their_kind() {
         .add_manual(None, NewOutcome::returned(json!({"status": 201})))
         .unwrap()
         .outcome_id;
-    let stored = http.outcome(&id).unwrap();
+    let stored = http.outcome(&id).unwrap().unwrap();
     assert_eq!(stored.outcome().value["checked"], true, "stored normalised");
 
     // Without the proxy's codec an HTTP function takes no manual outcome.
@@ -79,7 +79,9 @@ fn manual_outcomes_go_through_the_codec_of_their_kind() {
     let sync = engine.ensure_function(FunctionSpec::new("tests::f", FunctionKind::Sync));
     sync.add_manual(None, NewOutcome::returned(json!("anything")))
         .unwrap();
-    let preview = sync.preview(&sync.outcomes()[0]).clone();
+    let preview = sync
+        .preview(&sync.outcomes_page(None, 10).unwrap().unwrap()[0])
+        .clone();
     assert_eq!(preview.text, "\"anything\"");
     assert_eq!(preview.status, None);
 }
@@ -95,7 +97,7 @@ fn a_preview_is_made_once_when_the_outcome_is_recorded() {
         "made at record time"
     );
     for _ in 0..3 {
-        let outcome = http.outcomes()[0].clone();
+        let outcome = http.outcomes_page(None, 10).unwrap().unwrap()[0].clone();
         let preview = http.preview(&outcome);
         assert_eq!(
             (preview.status, preview.text.as_str(), preview.size),

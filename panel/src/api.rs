@@ -177,8 +177,13 @@ pub(crate) struct FunctionDetail {
     pub(crate) summary: FunctionSummary,
     #[serde(default)]
     pub(crate) config: Value,
+    /// The most recently seen outcomes: the detail's first page, or as
+    /// many as the page asked for with `outcomes`.
     #[serde(default)]
     pub(crate) outcomes: Vec<OutcomeSummary>,
+    /// More outcomes exist than `outcomes` holds.
+    #[serde(default)]
+    pub(crate) outcomes_truncated: bool,
     #[serde(default)]
     pub(crate) mock_outcomes: Vec<MockEntry>,
     #[serde(default)]
@@ -421,6 +426,11 @@ pub(crate) async fn list_functions() -> Result<Vec<FunctionSummary>, ApiError> {
 
 pub(crate) async fn function(id: &str) -> Result<FunctionDetail, ApiError> {
     get(&function_path(id, "")?).await
+}
+
+/// The `limit` most recently seen outcomes of a function.
+pub(crate) async fn outcomes(id: &str, limit: usize) -> Result<Vec<OutcomeSummary>, ApiError> {
+    get(&function_path(id, &format!("/outcomes?limit={limit}"))?).await
 }
 
 pub(crate) async fn set_mode(id: &str, mode: Mode) -> Result<Mode, ApiError> {

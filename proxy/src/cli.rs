@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy, the control API and the panel (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Rebuild the index from the JSON files of a data dir (cacheow must not
     /// be running on it).
     RebuildIndex(DataDirArgs),
@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Commit every recorded outcome to disk before replying.
     #[arg(long)]
     pub durable: bool,
+    /// Memory for outcomes kept ready to replay, in bytes; every other
+    /// outcome stays on disk until a call needs it.
+    #[arg(long, value_name = "BYTES", env = "CACHEOW_MEMORY_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub memory_cache_bytes: u64,
     /// Config file with route patterns and call-key rules [default: ./cacheow.toml when present].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -90,6 +90,8 @@ pub struct Config {
     pub default_mode: Mode,
     /// Commit before replying.
     pub durable: bool,
+    /// Memory for hot outcomes, in bytes.
+    pub memory_cache_bytes: u64,
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) redaction: Arc<Redaction>,
     /// Record cap.
@@ -213,6 +215,7 @@ impl Config {
             reverse,
             default_mode,
             durable: args.durable,
+            memory_cache_bytes: args.memory_cache_bytes,
             routes: Arc::new(RouteTable::new(file.rules)),
             redaction: Arc::new(file.redaction),
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),

@@ -597,7 +597,7 @@ impl Call<'_> {
             Err(e) if !is_new => {
                 tracing::warn!(function = %self.function.id(), error = %e, "durable count update failed; the outcome itself was stored before");
             }
-            Err(e) => return Ok(self.unstored(status, outcome_id, &e)),
+            Err(e) => return Ok(self.unstored(status, &e)),
         }
         self.finish(Source::Upstream, Some(outcome_id), Some(status), None, None);
         let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
@@ -612,13 +612,7 @@ impl Call<'_> {
 
     /// The 507 for a durable call whose new outcome could not be stored:
     /// --durable promises that an answer means a stored outcome.
-    fn unstored(
-        &self,
-        status: u16,
-        outcome_id: cacheow_engine::OutcomeId,
-        error: &cacheow_storage::WriteError,
-    ) -> Response<ProxyBody> {
-        self.function.forget_unstored(&outcome_id);
+    fn unstored(&self, status: u16, error: &cacheow_storage::WriteError) -> Response<ProxyBody> {
         let kind = Kind::PersistFailed;
         self.finish(
             Source::Upstream,

@@ -14,8 +14,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
     quiet_contained_panics();
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(args) => serve(args),
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
+        Command::Serve(args) => serve(*args),
         Command::RebuildIndex(args) => rebuild_index(args),
         Command::Redact(args) => redact(args),
         Command::Ca(args) => ca(args),

@@ -57,6 +57,7 @@ pub async fn run(
         EngineOptions {
             default_mode: config.default_mode,
             durable: config.durable,
+            memory_cache_bytes: config.memory_cache_bytes,
         },
     )?;
     engine.register_codec(FunctionKind::Http, Arc::new(HttpCodec));

@@ -169,10 +169,10 @@ fn read_row(
     tx: &ReadTransaction,
     function: &FunctionId,
     id: &OutcomeId,
-) -> Result<Option<Outcome>, ReadError> {
+) -> Result<Option<(Outcome, usize)>, ReadError> {
     let rows = tx.open_table(ROWS)?;
     match rows.get(row_key(function, id).as_slice())? {
-        Some(value) => row::decode(&row_name(function, id), value.value()).map(Some),
+        Some(value) => row::decode_sized(&row_name(function, id), value.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -205,12 +205,12 @@ impl Store {
         })
     }
 
-    /// One outcome, read from its row.
+    /// One outcome, read from its row, with its size as JSON.
     pub fn outcome(
         &self,
         function: &FunctionId,
         id: &OutcomeId,
-    ) -> Result<Option<Outcome>, ReadError> {
+    ) -> Result<Option<(Outcome, usize)>, ReadError> {
         self.read(|tx| read_row(tx, function, id))
     }
 

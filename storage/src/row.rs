@@ -73,6 +73,11 @@ pub(crate) fn with_seq(row: &[u8], seq: u64) -> Vec<u8> {
 
 /// The outcome a row holds; `key` names it in errors.
 pub(crate) fn decode(key: &str, row: &[u8]) -> Result<Outcome, ReadError> {
+    decode_sized(key, row).map(|(outcome, _)| outcome)
+}
+
+/// `decode`, with the size of the outcome as JSON.
+pub(crate) fn decode_sized(key: &str, row: &[u8]) -> Result<(Outcome, usize), ReadError> {
     let corrupt = |reason: String| ReadError::Corrupt {
         key: key.to_owned(),
         source: <serde_json::Error as serde::de::Error>::custom(reason),
@@ -85,7 +90,7 @@ pub(crate) fn decode(key: &str, row: &[u8]) -> Result<Outcome, ReadError> {
     }
     let json = zstd::stream::decode_all(&row[HEADER..])
         .map_err(|e| corrupt(format!("its compressed outcome does not decompress: {e}")))?;
-    crate::store::decode(key, &json)
+    crate::store::decode(key, &json).map(|outcome| (outcome, json.len()))
 }
 
 #[cfg(test)]

@@ -196,7 +196,10 @@ fn the_v1_fixture_store_opens() {
     let function = loaded[0].function.id;
     assert_eq!(store.functions().unwrap()[0].outcome_count, 1);
     assert_eq!(
-        store.outcome(&function, &outcome.id).unwrap(),
+        store
+            .outcome(&function, &outcome.id)
+            .unwrap()
+            .map(|(o, _)| o),
         Some(outcome.clone())
     );
     let keyed = store
@@ -209,7 +212,10 @@ fn the_v1_fixture_store_opens() {
     // ... and it opens again as a schema 2 store, with nothing lost.
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
-        store.outcome(&function, &outcome.id).unwrap(),
+        store
+            .outcome(&function, &outcome.id)
+            .unwrap()
+            .map(|(o, _)| o),
         Some(outcome)
     );
 }

@@ -249,6 +249,18 @@ async fn items_upstream() -> Upstream {
     .await
 }
 
+/// `GET /things/<n>` through the proxy for each n: one outcome each.
+async fn get_things(cacheow: &Cacheow, upstream: &Upstream, ns: impl IntoIterator<Item = u32>) {
+    let client = cacheow.proxied_client();
+    for n in ns {
+        client
+            .get(format!("{}/things/{n}", upstream.url()))
+            .send()
+            .await
+            .expect("GET");
+    }
+}
+
 async fn id_of(cacheow: &Cacheow, needle: &str) -> String {
     cacheow.function(needle).await["id"]
         .as_str()
@@ -714,14 +726,7 @@ async fn eventually_outcome_other_than(cacheow: &Cacheow, id: &str, known: &str)
 async fn deleting_an_outcome_removes_it_from_the_page_and_the_store() {
     let upstream = items_upstream().await;
     let cacheow = Cacheow::start(&[]);
-    let client = cacheow.proxied_client();
-    for n in [1, 2] {
-        client
-            .get(format!("{}/things/{n}", upstream.url()))
-            .send()
-            .await
-            .expect("GET");
-    }
+    get_things(&cacheow, &upstream, [1, 2]).await;
     let id = id_of(&cacheow, "/things/").await;
     let all = outcomes(&cacheow, &id).await;
     let (gone, kept) = (all[0].0.clone(), all[1].0.clone());
@@ -777,6 +782,48 @@ async fn deleting_an_outcome_removes_it_from_the_page_and_the_store() {
         .expect("text");
     assert!(report.starts_with("Indexed 1 outcome file;"), "{report}");
     assert_eq!(browser.count(&outcome_row(&kept)).await, 1);
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_with_many_outcomes_shows_a_page_and_loads_more_on_request() {
+    let upstream = items_upstream().await;
+    let cacheow = Cacheow::start(&[]);
+    get_things(&cacheow, &upstream, 0..230).await;
+    let id = id_of(&cacheow, "/things/").await;
+    let detail = cacheow.get(&format!("/api/functions/{id}")).await;
+    assert_eq!(detail["outcome_count"], 230);
+    assert_eq!(detail["outcomes"].as_array().map(Vec::len), Some(100));
+    assert_eq!(detail["outcomes_truncated"], true);
+
+    let browser = Browser::open(&cacheow).await;
+    browser.goto(&format!("/ui/functions/{id}")).await;
+    let rows = "[data-testid=outcome-row]";
+    eventually("the first page of rows", || async {
+        browser.count(rows).await == 100
+    })
+    .await;
+    let count = browser
+        .find("[data-testid=outcome-count]")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        count, "230",
+        "the heading counts every outcome, not the rows shown"
+    );
+    browser.click("[data-testid=show-more-outcomes]").await;
+    eventually("a second page of rows", || async {
+        browser.count(rows).await == 200
+    })
+    .await;
+    browser.click("[data-testid=show-more-outcomes]").await;
+    eventually("every row", || async { browser.count(rows).await == 230 }).await;
+    eventually("no more to show", || async {
+        browser.count("[data-testid=show-more-outcomes]").await == 0
+    })
+    .await;
     browser.close().await;
 }
 
@@ -1163,12 +1210,14 @@ async fn an_error_added_in_the_in_process_panel_replays_as_the_functions_err() {
 
     let browser = Browser::open_at(url.clone(), &[]).await;
     browser.goto(&format!("/ui/functions/{id}")).await;
-    assert!(
+    // Internal: the header fills in once /api/info answers.
+    eventually("the header says the panel runs in process", || async {
         browser
             .text("[data-testid=proxy-info]")
             .await
             .starts_with("in process")
-    );
+    })
+    .await;
     // An error the function's error type has no variant for is refused.
     browser.click("#manual-kind-failure").await;
     browser.type_into("#manual-error-type", "Exploded").await;

@@ -37,13 +37,16 @@ fn FunctionView(id: String) -> impl IntoView {
     let detail = RwSignal::new(None::<FunctionDetail>);
     let load_error = RwSignal::new(None::<ApiError>);
     let selected = RwSignal::new(None::<String>);
+    // How many outcomes the table shows; "Show more" raises it a page at a
+    // time, so a function with millions never loads them all.
+    let shown = RwSignal::new(OUTCOME_PAGE);
 
     let refresh = {
         let id = id.clone();
         poll(POLL_PERIOD, move || {
             let id = id.clone();
             async move {
-                match api::function(&id).await {
+                match load_detail(&id, shown.get_untracked()).await {
                     Ok(fresh) => {
                         set_if_changed(detail, Some(fresh));
                         set_if_changed(load_error, None);
@@ -62,7 +65,7 @@ fn FunctionView(id: String) -> impl IntoView {
         let id = id.clone();
         move || {
             loaded.get().then(|| {
-                view! { <FunctionBody id=id.clone() detail selected refresh/> }
+                view! { <FunctionBody id=id.clone() detail selected shown refresh/> }
             })
         }
     };
@@ -92,11 +95,26 @@ fn FunctionView(id: String) -> impl IntoView {
     }
 }
 
+/// Outcomes the table shows at first, and adds per "Show more": the
+/// detail's first page.
+const OUTCOME_PAGE: usize = 100;
+
+/// The function's detail with its `shown` most recently seen outcomes.
+async fn load_detail(id: &str, shown: usize) -> Result<FunctionDetail, ApiError> {
+    let mut detail = api::function(id).await?;
+    if shown > OUTCOME_PAGE && detail.outcomes_truncated {
+        detail.outcomes = api::outcomes(id, shown).await?;
+        detail.outcomes_truncated = (detail.outcomes.len() as u64) < detail.summary.outcome_count;
+    }
+    Ok(detail)
+}
+
 #[component]
 fn FunctionBody(
     id: String,
     detail: RwSignal<Option<FunctionDetail>>,
     selected: RwSignal<Option<String>>,
+    shown: RwSignal<usize>,
     refresh: Refresh,
 ) -> impl IntoView {
     let summary = Memo::new(move |_| detail.with(|d| d.as_ref().map(|d| d.summary.clone())));
@@ -148,7 +166,7 @@ fn FunctionBody(
             <LatencyCard id=id.clone() detail/>
             <StatsCard detail/>
         </div>
-        <OutcomesTable id=id.clone() detail selected refresh/>
+        <OutcomesTable id=id.clone() detail selected shown refresh/>
         {viewer}
         <WeightsEditor function_id=id.clone() detail/>
         <RecentCalls detail selected/>
@@ -383,6 +401,7 @@ fn OutcomesTable(
     id: String,
     detail: RwSignal<Option<FunctionDetail>>,
     selected: RwSignal<Option<String>>,
+    shown: RwSignal<usize>,
     refresh: Refresh,
 ) -> impl IntoView {
     let ids = Memo::new(move |_| {
@@ -393,11 +412,17 @@ fn OutcomesTable(
         })
     });
     let error = RwSignal::new(None::<ApiError>);
+    let total = move || detail.with(|d| d.as_ref().map_or(0, |d| d.summary.outcome_count));
+    let truncated = move || detail.with(|d| d.as_ref().is_some_and(|d| d.outcomes_truncated));
+    let show_more = move |_| {
+        shown.update(|n| *n += OUTCOME_PAGE);
+        refresh.now();
+    };
 
     view! {
         <section class="card wide" aria-labelledby="outcomes-h">
             <h2 id="outcomes-h">
-                "Outcomes " <span class="muted" data-testid="outcome-count">{move || ids.with(Vec::len)}</span>
+                "Outcomes " <span class="muted" data-testid="outcome-count">{total}</span>
             </h2>
             <ErrorNote context="Outcome not deleted" error testid="outcome-error"/>
             {move || {
@@ -426,6 +451,22 @@ fn OutcomesTable(
                     </tbody>
                 </table>
             </div>
+            {move || {
+                truncated()
+                    .then(|| {
+                        view! {
+                            <p class="more">
+                                <span class="muted" data-testid="outcomes-shown">
+                                    {move || format!("Showing the {} most recently seen of {}.", ids.with(Vec::len), total())}
+                                </span>
+                                " "
+                                <button type="button" data-testid="show-more-outcomes" on:click=show_more>
+                                    {format!("Show {OUTCOME_PAGE} more")}
+                                </button>
+                            </p>
+                        }
+                    })
+            }}
         </section>
     }
 }

@@ -29,6 +29,9 @@ fn gzip_bomb() -> Bytes {
 }
 
 /// Every file under `dir`, recursively, as bytes.
+/// Every file under `dir` with its bytes; an index file's bytes are
+/// followed by everything its zstd frames inflate to, so a search of them
+/// also sees the compressed outcome rows (live or in freed pages).
 fn every_file(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -38,11 +41,42 @@ fn every_file(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
+                out.push((path.clone(), readable_bytes(&path)));
             }
         }
     }
     out
+}
+
+/// The bytes of a file, and for an index (`*.redb`) what every zstd frame
+/// in it inflates to.
+fn readable_bytes(path: &Path) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut bytes = std::fs::read(path).unwrap();
+    if path.extension().is_none_or(|e| e != "redb") {
+        return bytes;
+    }
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let starts: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == MAGIC)
+        .map(|(i, _)| i)
+        .collect();
+    let mut inflated = Vec::new();
+    for start in starts {
+        let Ok(decoder) = zstd::stream::read::Decoder::new(&bytes[start..]) else {
+            continue;
+        };
+        // Internal: a match inside other data is no frame; what it inflates
+        // to before the error is kept, which can only widen the search.
+        let _ = decoder
+            .single_frame()
+            .take(16 * 1024 * 1024)
+            .read_to_end(&mut inflated);
+    }
+    bytes.extend(inflated);
+    bytes
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -597,14 +631,22 @@ async fn cacheow_redact_applies_a_new_rule_to_what_was_recorded_before_it() {
         .await
         .unwrap();
     cacheow.stop();
-    // The JSON files and the raw bytes of the index.
+    // The JSON files and the bytes of the index, its compressed rows
+    // inflated.
+    let index = cacheow.data_dir().join("cacheow.redb");
     let files = || {
         let mut files = every_file(&cacheow.data_dir().join("functions"));
-        let index = cacheow.data_dir().join("cacheow.redb");
-        files.push((index.clone(), std::fs::read(&index).unwrap()));
+        files.push((index.clone(), readable_bytes(&index)));
         files
     };
-    assert!(files().iter().any(|(_, b)| contains(b, "OLD-SESSION")));
+    assert!(
+        contains(&readable_bytes(&index), "OLD-SESSION"),
+        "the search sees inside the index's compressed rows"
+    );
+    assert!(
+        !contains(&std::fs::read(&index).unwrap(), "OLD-SESSION"),
+        "the index keeps outcomes compressed"
+    );
 
     let config = cacheow.data_dir().with_extension("redact.toml");
     std::fs::write(
@@ -811,6 +853,10 @@ async fn lists_are_paged_with_limit_and_after() {
         .api(http::Method::GET, "/api/functions?after=nope", None)
         .await;
     assert_eq!(status, 400, "{reply}");
+    let unknown = format!("/api/functions/{id}/outcomes?after=0000000000000000");
+    let (status, reply) = cacheow.api(http::Method::GET, &unknown, None).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["field"], "after", "{reply}");
 }
 
 #[tokio::test]
