@@ -15,7 +15,17 @@
 #                call's outcomes)
 #   unseen/s     mock mode, calls never recorded (a choice among all N)
 #   RSS replay   resident memory after those rows (and its peak)
-#   disk/outcome bytes of the data dir (du) per outcome, after a clean stop
+#   disk/outcome bytes of the data dir per outcome after a clean stop: the
+#                bytes of its files (du -sb) and the disk blocks they take
+#                (du -sB1)
+#
+# Then one row of many functions (SCALE_FUNCTIONS, "FxP": F functions of P
+# outcomes, `GET /f<j>/item/<k>`): start time, RSS after start, and the
+# best of three times `GET /api/functions` takes to answer all F.
+#
+# The upstream's bodies are text of pseudo-random lowercase words (letters
+# drawn by their frequency in English), which compresses about 1.8x: less
+# than real JSON or prose, so disk figures are not flattered.
 #
 # Ratios are against the first N. cacheow runs on one core
 # (BENCH_SERVER_CPU, default 0); wrk and the upstream nginx on the other
@@ -27,6 +37,7 @@
 #   SCALE_COUNTS ["1000 100000 1000000"]  the Ns, smallest first
 #   SCALE_BODY_BYTES [4096]  SCALE_HOT [100]  SCALE_CONNECTIONS [16]
 #   SCALE_SECONDS [8]  seconds per replay or mock row (after a 2 s warm-up)
+#   SCALE_FUNCTIONS [10000x100]  the many-functions row; "" skips it
 #   SCALE_PORT_BASE [39300]  three ports from here on
 #   CACHEOW_BIN  use this binary instead of building
 #                `cargo build --release -p cacheow-proxy`
@@ -36,14 +47,14 @@
 #   BENCH_OUT [bench/out]  where scale.md goes
 #   BENCH_KEEP   keep the run directory (logs, configs, data dirs)
 #   RUST_LOG [warn]
-# Needs free disk of about 16 KiB per outcome for the largest N today
-# (issue 13 aims at 10), and memory to match until issue 13 lands.
+# Needs free disk of about 10 KiB per outcome for the largest N.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 
 COUNTS=${SCALE_COUNTS:-1000 100000 1000000}
+FUNCTIONS=${SCALE_FUNCTIONS-10000x100}
 BODY_BYTES=${SCALE_BODY_BYTES:-4096}
 HOT=${SCALE_HOT:-100}
 CONNECTIONS=${SCALE_CONNECTIONS:-16}
@@ -77,6 +88,11 @@ for n in $COUNTS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || fail "SCALE_COUNTS: '$n' is not a positive whole number"
 done
 ((BODY_BYTES >= 64)) || fail "SCALE_BODY_BYTES must be at least 64"
+if [[ -n $FUNCTIONS ]]; then
+    [[ $FUNCTIONS =~ ^([1-9][0-9]*)x([1-9][0-9]*)$ ]] ||
+        fail "SCALE_FUNCTIONS: '$FUNCTIONS' is not FxP (e.g. 10000x100)"
+    F_COUNT=${BASH_REMATCH[1]} F_OUTCOMES=${BASH_REMATCH[2]}
+fi
 
 # rss_kib PID FIELD: VmRSS or VmHWM of the process, in KiB.
 rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
@@ -103,11 +119,13 @@ result_of() {
     REQUESTS=${r[requests]} DURATION_US=${r[duration_us]} STATUS_ERRORS=${r[status_errors]}
 }
 
-# record_row N: records N distinct calls; sets what result_of sets.
+# record_row N [F]: records N distinct calls (over F functions); sets what
+# result_of sets.
 record_row() {
     local line
     line=$(timeout 36000 taskset -c "$CLIENT_CPU" "$RECORD_LOAD" --addr "127.0.0.1:$P_REVERSE" \
-        --count "$1" --connections "$CONNECTIONS" | grep '^bench-result') || fail "record-load failed"
+        --count "$1" --functions "${2:-1}" --connections "$CONNECTIONS" | grep '^bench-result') ||
+        fail "record-load failed"
     result_of record-load "$line"
     ((STATUS_ERRORS == 0)) || fail "recording: $STATUS_ERRORS replies were not 200"
 }
@@ -162,7 +180,7 @@ check_source() {
 # rss_start record hot uniform mock unseen rss_replay hwm_replay
 # disk_per_outcome".
 measure_n() {
-    local n=$1 data=$WORK/data-$1 id count start rss0 rec hot uniform mock unseen rss1 hwm1 disk function
+    local n=$1 data=$WORK/data-$1 id count start rss0 rec hot uniform mock unseen rss1 hwm1 disk blocks function
     start_cacheow "$data"
     wait_line cacheow "reverse http://127.0.0.1:$P_REVERSE -> "
     say "N=$n: recording $n outcomes"
@@ -174,6 +192,7 @@ measure_n() {
     say "N=$n: stopping (flushes the writer), then measuring the data dir"
     stop cacheow 600
     disk=$(du -sb "$data" | awk -v n="$n" '{ printf "%.0f", $1 / n }')
+    blocks=$(du -sB1 "$data" | awk -v n="$n" '{ printf "%.0f", $1 / n }')
 
     START_NS=$(date +%s%N)
     start_cacheow "$data"
@@ -198,7 +217,41 @@ measure_n() {
     hwm1=$(rss_kib "${PID_OF[cacheow]}" VmHWM)
     stop cacheow 600
     [[ -n ${BENCH_KEEP:-} ]] || rm -rf "$data"
-    ROWS+=("$n $start $rss0 $rec $hot $uniform $mock $unseen $rss1 $hwm1 $disk")
+    ROWS+=("$n $start $rss0 $rec $hot $uniform $mock $unseen $rss1 $hwm1 $disk $blocks")
+}
+
+# list_ms: the time GET /api/functions takes, in ms (best of three), and
+# how many functions it listed; sets LIST_MS and LISTED.
+list_ms() {
+    local i t best=
+    for i in 1 2 3; do
+        t=$(curl -sS --noproxy '*' --max-time 60 -o "$WORK/functions.json" -w '%{time_total}' \
+            "http://127.0.0.1:$P_MAIN/api/functions") || fail "GET /api/functions failed"
+        best=$(awk -v a="${best:-$t}" -v b="$t" 'BEGIN { print (b < a ? b : a) }')
+    done
+    LIST_MS=$(awk -v s="$best" 'BEGIN { printf "%.1f", s * 1000 }')
+    LISTED=$(jq length "$WORK/functions.json")
+}
+
+# measure_functions: the many-functions row, as "F P start rss_start
+# list_ms".
+measure_functions() {
+    local data=$WORK/data-functions total=$((F_COUNT * F_OUTCOMES)) start rss0
+    start_cacheow "$data"
+    wait_line cacheow "reverse http://127.0.0.1:$P_REVERSE -> "
+    say "$F_COUNT functions x $F_OUTCOMES outcomes: recording $total outcomes"
+    record_row "$total" "$F_COUNT"
+    stop cacheow 600
+    START_NS=$(date +%s%N)
+    start_cacheow "$data"
+    api_ready
+    start=$READY_SECONDS
+    rss0=$(rss_kib "${PID_OF[cacheow]}" VmRSS)
+    list_ms
+    ((LISTED >= F_COUNT)) || fail "the API listed $LISTED functions, expected $F_COUNT"
+    stop cacheow 600
+    [[ -n ${BENCH_KEEP:-} ]] || rm -rf "$data"
+    FUNCTIONS_ROW="$F_COUNT $F_OUTCOMES $start $rss0 $LIST_MS"
 }
 
 ensure_tools
@@ -211,8 +264,22 @@ RECORD_LOAD=$(test_bin record-load "${RECORD_LOAD_BIN:-}")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cacheow-scale.XXXXXX")
 mkdir -p "$WORK/upstream-tmp" "$OUT_DIR"
 
+# pad_text BYTES: pseudo-random lowercase words, letters by their English
+# frequency, from a fixed seed (so every run serves the same bytes).
+pad_text() {
+    awk -v n="$1" 'BEGIN {
+        srand(13)
+        letters = "eeeeeeeeeeeetttttttttaaaaaaaaooooooooiiiiiiinnnnnnnsssssshhhhhhrrrrrrddddllllcccuuummwwffggyyppbbvk"
+        while (length(text) < n) {
+            word = ""
+            for (len = 2 + int(rand() * 7); len > 0; len--) word = word substr(letters, 1 + int(rand() * length(letters)), 1)
+            text = text word " "
+        }
+        printf "%s", substr(text, 1, n)
+    }'
+}
 render "$HERE/site-items.conf.in" "$WORK/upstream-site.conf" PORT="$P_UPSTREAM" \
-    BODY_BYTES="$BODY_BYTES" PAD="$(head -c "$((BODY_BYTES - 40))" /dev/zero | tr '\0' x)"
+    BODY_BYTES="$BODY_BYTES" PAD="$(pad_text "$((BODY_BYTES - 40))")"
 render "$HERE/nginx.conf.in" "$WORK/upstream.conf" RUN="$WORK" NAME=upstream SITE="$WORK/upstream-site.conf"
 start_bg upstream "$CLIENT_CPU" nginx -p "$WORK/" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
 wait_port "$P_UPSTREAM" upstream
@@ -221,6 +288,8 @@ ROWS=()
 for n in $COUNTS; do
     measure_n "$n"
 done
+FUNCTIONS_ROW=
+[[ -z $FUNCTIONS ]] || measure_functions
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", (b > 0 ? a / b : 0) }'; }
@@ -233,11 +302,11 @@ report=$OUT_DIR/scale.md
     echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB"
     echo "- one function, \`GET /item/<i>\`, bodies of $BODY_BYTES bytes; wrk, $CONNECTIONS connections, $SECONDS_PER_ROW s per replay row; hot set $HOT keys"
     echo
-    echo "| outcomes | start s | RSS start MiB | record/s | hot replay/s | uniform replay/s | mock/s | mock unseen/s | RSS after MiB | peak MiB | disk B/outcome |"
-    echo "| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |"
+    echo "| outcomes | start s | RSS start MiB | record/s | hot replay/s | uniform replay/s | mock/s | mock unseen/s | RSS after MiB | peak MiB | disk B/outcome (files) | disk B/outcome (blocks) |"
+    echo "| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |"
     for row in "${ROWS[@]}"; do
-        read -r n start rss0 rec hot uniform mock unseen rss1 hwm1 disk <<<"$row"
-        echo "| $n | $start | $(mib "$rss0") | $rec | $hot | $uniform | $mock | $unseen | $(mib "$rss1") | $(mib "$hwm1") | $disk |"
+        read -r n start rss0 rec hot uniform mock unseen rss1 hwm1 disk blocks <<<"$row"
+        echo "| $n | $start | $(mib "$rss0") | $rec | $hot | $uniform | $mock | $unseen | $(mib "$rss1") | $(mib "$hwm1") | $disk | $blocks |"
     done
     echo
     read -r _ _ _ rec0 hot0 uniform0 mock0 unseen0 _ <<<"${ROWS[0]}"
@@ -247,6 +316,13 @@ report=$OUT_DIR/scale.md
         read -r n _ _ rec hot uniform mock unseen _ <<<"$row"
         echo "| $n | $(ratio "$rec" "$rec0") | $(ratio "$hot" "$hot0") | $(ratio "$uniform" "$uniform0") | $(ratio "$mock" "$mock0") | $(ratio "$unseen" "$unseen0") |"
     done
+    if [[ -n $FUNCTIONS_ROW ]]; then
+        read -r fc fo start rss0 list <<<"$FUNCTIONS_ROW"
+        echo
+        echo "| functions | outcomes each | start s | RSS start MiB | GET /api/functions ms |"
+        echo "| --: | --: | --: | --: | --: |"
+        echo "| $fc | $fo | $start | $(mib "$rss0") | $list |"
+    fi
 } >"$report"
 cat "$report"
 say "results written to $report"

@@ -1,9 +1,11 @@
 //! The recording load of bench/scale.sh: `GET /item/<i>` exactly once for
 //! each i below N, spread over C HTTP/1.1 keep-alive connections, then one
 //! result line (`cacheow_tests::load`). wrk cannot stop after N requests:
-//! its Lua can stop a thread, but it still waits out its duration.
+//! its Lua can stop a thread, but it still waits out its duration. With
+//! `--functions F` (F > 1) the calls are spread over F routes instead:
+//! request i is `GET /f<i mod F>/item/<i div F>`.
 //!
-//! Usage: `record-load --addr IP:PORT --count N --connections C`
+//! Usage: `record-load --addr IP:PORT --count N [--functions F] --connections C`
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,18 +20,22 @@ use tokio::net::TcpStream;
 struct Args {
     addr: SocketAddr,
     count: u64,
+    functions: u64,
     connections: usize,
 }
 
 impl Args {
     fn parse() -> Result<Args, String> {
         let mut args = std::env::args().skip(1);
-        let (mut addr, mut count, mut connections) = (None, None, 16);
+        let (mut addr, mut count, mut functions, mut connections) = (None, None, 1, 16);
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or(format!("{arg} needs a value"));
             match arg.as_str() {
                 "--addr" => addr = Some(value()?.parse().map_err(|e| format!("--addr: {e}"))?),
                 "--count" => count = Some(value()?.parse().map_err(|e| format!("--count: {e}"))?),
+                "--functions" => {
+                    functions = value()?.parse().map_err(|e| format!("--functions: {e}"))?
+                }
                 "--connections" => {
                     connections = value()?
                         .parse()
@@ -41,9 +47,13 @@ impl Args {
         if connections == 0 {
             return Err("--connections must be at least 1".into());
         }
+        if functions == 0 {
+            return Err("--functions must be at least 1".into());
+        }
         Ok(Args {
             addr: addr.ok_or("--addr is required")?,
             count: count.ok_or("--count is required")?,
+            functions,
             connections,
         })
     }
@@ -83,7 +93,12 @@ async fn drive(args: Arc<Args>, next: Arc<AtomicU64>) -> Tally {
         if i >= args.count {
             return tally;
         }
-        let request = Request::get(format!("/item/{i}"))
+        let path = if args.functions > 1 {
+            format!("/f{}/item/{}", i % args.functions, i / args.functions)
+        } else {
+            format!("/item/{i}")
+        };
+        let request = Request::get(path)
             .header(header::HOST, host.as_str())
             .body(Empty::new())
             .expect("request");
