@@ -13,23 +13,43 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cacheow_storage::{CallKey, FunctionId, Outcome, OutcomeId, ReadError, Store, WriteError};
+use cacheow_storage::{
+    CallKey, FunctionId, KeyedOutcome, Outcome, OutcomeId, ReadError, Store, WriteError,
+};
 
 use crate::outcome::StoredOutcome;
 
-/// The engine's bounded cache of hot outcomes, weighted by their estimated
-/// size in memory. Keyed by function, the function's generation (bumped
-/// when a rebuild re-reads it) and outcome.
-pub(crate) type HotCache =
-    quick_cache::sync::Cache<(FunctionId, u64, OutcomeId), Arc<StoredOutcome>, ByWeight>;
+/// What the hot cache holds, per function and the function's generation
+/// (bumped when a rebuild re-reads it, which retires its entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum HotKey {
+    /// One outcome.
+    Outcome(FunctionId, u64, OutcomeId),
+    /// The key index's entries for one call, as the store has them.
+    Call(FunctionId, u64, CallKey),
+}
 
-/// Weighs a cached outcome by its estimated memory.
+/// A cached outcome, or a call's entries of the key index.
+#[derive(Clone)]
+pub(crate) enum Hot {
+    Outcome(Arc<StoredOutcome>),
+    Call(Arc<[KeyedOutcome]>),
+}
+
+/// The engine's bounded cache of hot outcomes and of the key index entries
+/// of hot calls, weighted by their estimated size in memory.
+pub(crate) type HotCache = quick_cache::sync::Cache<HotKey, Hot, ByWeight>;
+
+/// Weighs a cache entry by its estimated memory.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ByWeight;
 
-impl quick_cache::Weighter<(FunctionId, u64, OutcomeId), Arc<StoredOutcome>> for ByWeight {
-    fn weight(&self, _: &(FunctionId, u64, OutcomeId), outcome: &Arc<StoredOutcome>) -> u64 {
-        outcome.weight()
+impl quick_cache::Weighter<HotKey, Hot> for ByWeight {
+    fn weight(&self, _: &HotKey, hot: &Hot) -> u64 {
+        match hot {
+            Hot::Outcome(outcome) => outcome.weight(),
+            Hot::Call(entries) => 128 + 32 * entries.len() as u64,
+        }
     }
 }
 
@@ -132,6 +152,9 @@ pub(crate) struct Outcomes {
     /// outcomes.
     generation: AtomicU64,
     count: AtomicU64,
+    /// Bumped (under the in-flight lock) by every write the store commits,
+    /// so a call's index entries read before it are not cached after it.
+    committed: AtomicU64,
     in_flight: Mutex<InFlight>,
     /// Serialises the check-then-insert of recording and deleting, so the
     /// count stays exact.
@@ -142,6 +165,7 @@ pub(crate) struct Outcomes {
 /// result.
 pub(crate) struct Ticket {
     pub(crate) id: OutcomeId,
+    pub(crate) call_key: Option<CallKey>,
     pub(crate) generation: u64,
 }
 
@@ -166,6 +190,7 @@ impl Outcomes {
             cache,
             generation: AtomicU64::new(0),
             count: AtomicU64::new(count),
+            committed: AtomicU64::new(0),
             in_flight: Mutex::default(),
             changing: Mutex::default(),
         }
@@ -175,8 +200,36 @@ impl Outcomes {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn cache_key(&self, id: &OutcomeId) -> (FunctionId, u64, OutcomeId) {
-        (self.function, self.generation.load(Ordering::Acquire), *id)
+    fn cache_key(&self, id: &OutcomeId) -> HotKey {
+        HotKey::Outcome(self.function, self.generation.load(Ordering::Acquire), *id)
+    }
+
+    fn call_cache_key(&self, key: &CallKey) -> HotKey {
+        HotKey::Call(self.function, self.generation.load(Ordering::Acquire), *key)
+    }
+
+    fn cached_outcome(&self, id: &OutcomeId) -> Option<Arc<StoredOutcome>> {
+        match self.cache.get(&self.cache_key(id))? {
+            Hot::Outcome(outcome) => Some(outcome),
+            Hot::Call(_) => None,
+        }
+    }
+
+    /// The key index's entries for `key`: cached, or read from the store and
+    /// cached unless a write committed meanwhile.
+    fn keyed(&self, key: &CallKey) -> Result<Arc<[KeyedOutcome]>, ReadError> {
+        let cache_key = self.call_cache_key(key);
+        if let Some(Hot::Call(entries)) = self.cache.get(&cache_key) {
+            return Ok(entries);
+        }
+        let before = self.committed.load(Ordering::Acquire);
+        let entries: Arc<[KeyedOutcome]> = self.store.outcomes_for_key(&self.function, key)?.into();
+        let in_flight = self.in_flight();
+        if self.committed.load(Ordering::Acquire) == before {
+            self.cache.insert(cache_key, Hot::Call(entries.clone()));
+        }
+        drop(in_flight);
+        Ok(entries)
     }
 
     fn in_flight_lookup(&self, id: &OutcomeId) -> Found {
@@ -199,15 +252,15 @@ impl Outcomes {
             Found::Deleted => return Ok(None),
             Found::NotHere => {}
         }
-        let key = self.cache_key(id);
-        if let Some(outcome) = self.cache.get(&key) {
+        if let Some(outcome) = self.cached_outcome(id) {
             return Ok(Some(outcome));
         }
         let Some((outcome, json_bytes)) = self.store.outcome(&self.function, id)? else {
             return Ok(None);
         };
         let outcome = Arc::new(StoredOutcome::new(outcome, json_bytes));
-        self.cache.insert(key, outcome.clone());
+        self.cache
+            .insert(self.cache_key(id), Hot::Outcome(outcome.clone()));
         Ok(Some(outcome))
     }
 
@@ -216,7 +269,7 @@ impl Outcomes {
         &self,
         key: &CallKey,
     ) -> Result<Vec<Arc<StoredOutcome>>, ReadError> {
-        let stored = self.store.outcomes_for_key(&self.function, key)?;
+        let stored = self.keyed(key)?;
         // (last seen, rank, order): in flight ranks above the store within
         // one millisecond, since its write is the later one.
         type Rank = (u64, u64, u64);
@@ -237,7 +290,7 @@ impl Outcomes {
                 }
             }
         }
-        for entry in stored {
+        for entry in stored.iter() {
             if !overridden.contains(&entry.id) {
                 ranked.push(((entry.last_seen, 0, entry.order), entry.id, None));
             }
@@ -393,8 +446,7 @@ impl Outcomes {
                 continue;
             }
             let id = outcome.id;
-            let cached = self.cache.get(&self.cache_key(&id));
-            out.push(match cached {
+            out.push(match self.cached_outcome(&id) {
                 Some(cached) => cached,
                 // Internal: listed, not cached, so its weight does not matter.
                 None => Arc::new(StoredOutcome::new(outcome, 0)),
@@ -439,13 +491,21 @@ impl Outcomes {
                     dirty: !write_now,
                 },
             );
-            return Ok(Recorded::Repeat(existing, Ticket { id, generation }));
+            return Ok(Recorded::Repeat(
+                existing,
+                Ticket {
+                    id,
+                    call_key,
+                    generation,
+                },
+            ));
         }
         let outcome = build();
         let bytes = serde_json::to_vec(&outcome).map_or(0, |b| b.len());
         let call_key = outcome.call_key;
         let stored = Arc::new(StoredOutcome::new(outcome, bytes));
-        self.cache.insert(self.cache_key(&id), stored.clone());
+        self.cache
+            .insert(self.cache_key(&id), Hot::Outcome(stored.clone()));
         let generation = self.in_flight().put(
             id,
             call_key,
@@ -456,7 +516,14 @@ impl Outcomes {
             },
         );
         self.count.fetch_add(1, Ordering::AcqRel);
-        Ok(Recorded::New(stored, Ticket { id, generation }))
+        Ok(Recorded::New(
+            stored,
+            Ticket {
+                id,
+                call_key,
+                generation,
+            },
+        ))
     }
 
     /// Marks an outcome deleted until its delete is written; `None` when
@@ -474,6 +541,7 @@ impl Outcomes {
         self.count.fetch_sub(1, Ordering::AcqRel);
         Ok(Some(Ticket {
             id: *id,
+            call_key,
             generation,
         }))
     }
@@ -484,6 +552,14 @@ impl Outcomes {
         // Internal: a lagging mirror still means the index committed.
         let committed = matches!(result, Ok(()) | Err(WriteError::MirrorLagging { .. }));
         let mut in_flight = self.in_flight();
+        if committed {
+            // Internal: under the in-flight lock, so a reader that read the
+            // key index before this commit cannot cache what it read.
+            self.committed.fetch_add(1, Ordering::AcqRel);
+            if let Some(key) = &ticket.call_key {
+                self.cache.remove(&self.call_cache_key(key));
+            }
+        }
         let current = in_flight
             .by_id
             .get(&ticket.id)
@@ -539,6 +615,7 @@ impl Outcomes {
                     outcome.snapshot(),
                     Ticket {
                         id: *id,
+                        call_key: outcome.outcome().call_key,
                         generation: pending.generation,
                     },
                 ));

@@ -7,9 +7,23 @@
 //! Compressing is what keeps the store near one copy of each body on disk:
 //! the JSON mirror is the readable copy, the row the compact one.
 
+use std::cell::RefCell;
+
 use crate::error::ReadError;
 use crate::ids::CallKey;
 use crate::model::Outcome;
+
+thread_local! {
+    // Internal: a zstd context is a few hundred KiB, above malloc's mmap
+    // threshold; making one per row cost an mmap, page faults and an munmap
+    // each time (most of a replay from disk), so each thread keeps its own.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Rows never hold more than this much JSON: mirror files are capped at
+/// 64 MiB, and a row whose frame claims more is damaged.
+const MAX_JSON: usize = 64 * 1024 * 1024;
 
 /// zstd's default level: about 3× on JSON text at a few hundred MB/s.
 const LEVEL: i32 = 3;
@@ -37,9 +51,35 @@ pub(crate) fn encode(seq: u64, outcome: &Outcome) -> Vec<u8> {
     }
     // Internal: compressing a byte slice into a Vec cannot fail short of
     // running out of memory.
-    let compressed = zstd::bulk::compress(&json, LEVEL).expect("zstd compresses into memory");
+    let compressed = COMPRESSOR
+        .with_borrow_mut(|slot| {
+            let compressor = match slot {
+                Some(compressor) => compressor,
+                None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
+            };
+            compressor.compress(&json)
+        })
+        .expect("zstd compresses into memory");
     row.extend_from_slice(&compressed);
     row
+}
+
+/// Inflates one compressed outcome with this thread's decompressor.
+fn inflate(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let size = zstd::bulk::Decompressor::upper_bound(frame)
+        .ok_or("its compressed outcome has no readable size")?;
+    if size > MAX_JSON {
+        return Err(format!("its compressed outcome claims {size} bytes"));
+    }
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(decompressor) => decompressor,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        decompressor
+            .decompress(frame, size)
+            .map_err(|e| format!("its compressed outcome does not decompress: {e}"))
+    })
 }
 
 /// The header of a row, or `None` when it is too short to have one.
@@ -88,8 +128,7 @@ pub(crate) fn decode_sized(key: &str, row: &[u8]) -> Result<(Outcome, usize), Re
             row.len()
         )));
     }
-    let json = zstd::stream::decode_all(&row[HEADER..])
-        .map_err(|e| corrupt(format!("its compressed outcome does not decompress: {e}")))?;
+    let json = inflate(&row[HEADER..]).map_err(corrupt)?;
     crate::store::decode(key, &json).map(|outcome| (outcome, json.len()))
 }
 
