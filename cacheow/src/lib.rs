@@ -28,7 +28,7 @@
 //! Environment: `CACHEOW_ENABLE` (off unless `1`), `CACHEOW_DATA_DIR`
 //! (`.cacheow`), `CACHEOW_START_SERVER` (`1`), `CACHEOW_SERVER_HOST`
 //! (`127.0.0.1`), `CACHEOW_SERVER_PORT` (`8765`; `0` picks a free one),
-//! `CACHEOW_TOKEN`.
+//! `CACHEOW_TOKEN`, `CACHEOW_MEMORY_CACHE_BYTES` (256 MiB of hot outcomes).
 
 mod call;
 mod codec;

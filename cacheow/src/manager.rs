@@ -26,6 +26,7 @@ pub(crate) struct Settings {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) token: Option<String>,
+    pub(crate) memory_cache_bytes: u64,
 }
 
 impl Settings {
@@ -52,6 +53,14 @@ impl Settings {
                 DEFAULT_PORT
             }),
         };
+        let default_cache = EngineOptions::DEFAULT_MEMORY_CACHE_BYTES;
+        let memory_cache_bytes = match get("CACHEOW_MEMORY_CACHE_BYTES") {
+            None => default_cache,
+            Some(text) => text.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(value = %text, "CACHEOW_MEMORY_CACHE_BYTES is not a whole number of bytes; using {default_cache}");
+                default_cache
+            }),
+        };
         Settings {
             enabled: flag("CACHEOW_ENABLE", false),
             data_dir: get("CACHEOW_DATA_DIR")
@@ -63,6 +72,7 @@ impl Settings {
                 .unwrap_or_else(|| "127.0.0.1".into()),
             port,
             token: get("CACHEOW_TOKEN").filter(|token| !token.is_empty()),
+            memory_cache_bytes,
         }
     }
 }
@@ -119,16 +129,19 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     /// Opens the data dir and, if asked, starts the panel.
     pub(crate) fn start(settings: &Settings) -> Result<Manager, InitError> {
-        let engine =
-            Engine::open(&settings.data_dir, EngineOptions::default()).map_err(|e| match &e {
-                EngineError::Open(open) if open.is_locked() => InitError::DataDirInUse {
-                    data_dir: settings.data_dir.clone(),
-                },
-                _ => InitError::Open {
-                    data_dir: settings.data_dir.clone(),
-                    source: e,
-                },
-            })?;
+        let options = EngineOptions {
+            memory_cache_bytes: settings.memory_cache_bytes,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(&settings.data_dir, options).map_err(|e| match &e {
+            EngineError::Open(open) if open.is_locked() => InitError::DataDirInUse {
+                data_dir: settings.data_dir.clone(),
+            },
+            _ => InitError::Open {
+                data_dir: settings.data_dir.clone(),
+                source: e,
+            },
+        })?;
         let types = Arc::new(RustTypes::default());
         for kind in [
             FunctionKind::Sync,
@@ -340,5 +353,13 @@ mod tests {
         assert_eq!(custom.port, 9100);
         assert_eq!(custom.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(settings(&[("CACHEOW_SERVER_PORT", "http")]).port, 8765);
+        assert_eq!(
+            settings(&[("CACHEOW_MEMORY_CACHE_BYTES", "1048576")]).memory_cache_bytes,
+            1 << 20
+        );
+        assert_eq!(
+            settings(&[("CACHEOW_MEMORY_CACHE_BYTES", "lots")]).memory_cache_bytes,
+            EngineOptions::DEFAULT_MEMORY_CACHE_BYTES
+        );
     }
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cacheow_engine::{
-    CallKey, Engine, EngineError, FunctionHandle, FunctionId, MAX_WAIT_MS, MockEntry, Mode,
-    NewOutcome, OutcomeId, StoredOutcome,
+    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, MAX_WAIT_MS, MockEntry,
+    Mode, NewOutcome, OutcomeId, Stats, StoredOutcome,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// The control API of one engine: how clients reach it, its token, and
@@ -128,8 +129,10 @@ pub(crate) fn refused(status: StatusCode, code: &'static str, message: &str) -> 
 }
 
 /// A JSON reply with the given status.
-pub fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
-    let mut bytes = serde_json::to_vec(value).expect("JSON values always serialise");
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bytes> {
+    // Internal: every type handed here is plain data (strings, numbers,
+    // JSON values), which always serialises.
+    let mut bytes = serde_json::to_vec(value).expect("API replies always serialise");
     bytes.push(b'\n');
     let mut response = Response::new(Bytes::from(bytes));
     *response.status_mut() = status;
@@ -376,11 +379,11 @@ impl Page {
         Ok(page)
     }
 
-    fn respond<T>(
+    fn respond<T, R: Serialize>(
         &self,
         rows: &[T],
         id: impl Fn(&T) -> String,
-        render: impl Fn(&T) -> Value,
+        render: impl Fn(&T) -> R,
     ) -> ApiResult {
         let start = match &self.after {
             None => 0,
@@ -399,8 +402,8 @@ impl Page {
         let end = self
             .limit
             .map_or(rows.len(), |limit| (start + limit).min(rows.len()));
-        let list: Vec<Value> = rows[start..end].iter().map(&render).collect();
-        let mut response = ok_json(&Value::Array(list));
+        let list: Vec<R> = rows[start..end].iter().map(&render).collect();
+        let mut response = ok_json(&list);
         if end < rows.len()
             && end > start
             && let Ok(next) = http::HeaderValue::from_str(&id(&rows[end - 1]))
@@ -422,7 +425,7 @@ fn method_not_allowed(path: &str) -> ApiError {
     )
 }
 
-fn ok_json(value: &Value) -> Response<Bytes> {
+fn ok_json(value: &impl Serialize) -> Response<Bytes> {
     json_response(StatusCode::OK, value)
 }
 
@@ -479,31 +482,68 @@ fn find_outcome(function: &FunctionHandle, text: &str) -> Result<Arc<StoredOutco
     })
 }
 
-fn summary(function: &FunctionHandle) -> Value {
-    let snapshot = function.snapshot();
-    let stats = function.stats();
-    let mut stats_json = serde_json::to_value(&stats).expect("stats serialise");
-    stats_json["average_duration_ms"] = json!(stats.average_duration_ms());
-    let mut value = json!({
-        "id": snapshot.id,
-        "name": snapshot.name,
-        "kind": snapshot.kind,
-        "mode": snapshot.mode,
-        "latency_ms": snapshot.latency_ms,
-        "latency_jitter_ms": snapshot.latency_jitter_ms,
-        "outcome_count": function.outcome_count(),
-        "stats": stats_json,
-    });
-    let fields = value.as_object_mut().expect("a JSON object");
-    for (key, extra) in function.codec().describe(&snapshot) {
-        fields.entry(key).or_insert(extra);
-    }
-    value
+/// A function as lists show it, serialised straight to bytes: a list of
+/// ten thousand is built without a JSON value per field.
+#[derive(Serialize)]
+struct Summary {
+    id: FunctionId,
+    name: String,
+    kind: FunctionKind,
+    mode: Mode,
+    latency_ms: u64,
+    latency_jitter_ms: u64,
+    outcome_count: usize,
+    stats: SummaryStats,
+    /// What the kind's codec adds (for HTTP: `http`).
+    #[serde(flatten)]
+    described: Map<String, Value>,
 }
+
+#[derive(Serialize)]
+struct SummaryStats {
+    #[serde(flatten)]
+    stats: Stats,
+    average_duration_ms: f64,
+}
+
+fn summary(function: &FunctionHandle) -> Summary {
+    let stats = function.stats();
+    let codec = function.codec();
+    function.with_settings(|settings| {
+        let mut described = codec.describe(settings);
+        described.retain(|key, _| !SUMMARY_FIELDS.contains(&key.as_str()));
+        Summary {
+            id: settings.id,
+            name: settings.name.clone(),
+            kind: settings.kind,
+            mode: settings.mode,
+            latency_ms: settings.latency_ms,
+            latency_jitter_ms: settings.latency_jitter_ms,
+            outcome_count: function.outcome_count(),
+            stats: SummaryStats {
+                average_duration_ms: stats.average_duration_ms(),
+                stats,
+            },
+            described,
+        }
+    })
+}
+
+/// The fields a summary always has; a codec cannot replace them.
+const SUMMARY_FIELDS: [&str; 8] = [
+    "id",
+    "name",
+    "kind",
+    "mode",
+    "latency_ms",
+    "latency_jitter_ms",
+    "outcome_count",
+    "stats",
+];
 
 fn detail(function: &FunctionHandle) -> Value {
     let snapshot = function.snapshot();
-    let mut value = summary(function);
+    let mut value = serde_json::to_value(summary(function)).expect("summaries serialise");
     value["config"] = Value::Object(snapshot.config);
     // Internal: the first page only; a function may hold millions, and
     // the rest are read a page at a time from /outcomes.

@@ -238,7 +238,7 @@ impl Engine {
             .cloned()
             .map(|s| self.handle(s))
             .collect();
-        all.sort_by_cached_key(|f| f.snapshot().name);
+        all.sort_by_cached_key(FunctionHandle::name);
         all
     }
 

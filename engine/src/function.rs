@@ -250,6 +250,17 @@ impl FunctionHandle {
         read(&self.state.meta).clone()
     }
 
+    /// Runs `f` on the function's settings without copying them (`f` must
+    /// not call back into this function's settings).
+    pub fn with_settings<R>(&self, f: impl FnOnce(&Function) -> R) -> R {
+        f(&read(&self.state.meta))
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> String {
+        read(&self.state.meta).name.clone()
+    }
+
     /// The current mode.
     pub fn mode(&self) -> Mode {
         read(&self.state.meta).mode
