@@ -47,7 +47,8 @@
 #   BENCH_OUT [bench/out]  where scale.md goes
 #   BENCH_KEEP   keep the run directory (logs, configs, data dirs)
 #   RUST_LOG [warn]
-# Needs free disk of about 10 KiB per outcome for the largest N.
+# Needs free disk of about 12 KiB per outcome for the largest N (and for
+# the functions row).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
