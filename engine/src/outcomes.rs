@@ -167,6 +167,8 @@ pub(crate) struct Ticket {
     pub(crate) id: OutcomeId,
     pub(crate) call_key: Option<CallKey>,
     pub(crate) generation: u64,
+    /// The write deletes the outcome (else it puts it).
+    pub(crate) deletes: bool,
 }
 
 /// What recording an outcome did.
@@ -247,6 +249,7 @@ impl Outcomes {
 
     /// One outcome: in flight, cached, or read from the store (and cached).
     pub(crate) fn get(&self, id: &OutcomeId) -> Result<Option<Arc<StoredOutcome>>, ReadError> {
+        let before = self.committed.load(Ordering::Acquire);
         match self.in_flight_lookup(id) {
             Found::Live(outcome) => return Ok(Some(outcome)),
             Found::Deleted => return Ok(None),
@@ -259,8 +262,15 @@ impl Outcomes {
             return Ok(None);
         };
         let outcome = Arc::new(StoredOutcome::new(outcome, json_bytes));
-        self.cache
-            .insert(self.cache_key(id), Hot::Outcome(outcome.clone()));
+        // Internal: what was read is cached only if no write committed and
+        // none started since: a delete (or a newer copy) racing this read
+        // must not be hidden by it.
+        let in_flight = self.in_flight();
+        if self.committed.load(Ordering::Acquire) == before && !in_flight.by_id.contains_key(id) {
+            self.cache
+                .insert(self.cache_key(id), Hot::Outcome(outcome.clone()));
+        }
+        drop(in_flight);
         Ok(Some(outcome))
     }
 
@@ -497,6 +507,7 @@ impl Outcomes {
                     id,
                     call_key,
                     generation,
+                    deletes: false,
                 },
             ));
         }
@@ -522,6 +533,7 @@ impl Outcomes {
                 id,
                 call_key,
                 generation,
+                deletes: false,
             },
         ))
     }
@@ -543,6 +555,7 @@ impl Outcomes {
             id: *id,
             call_key,
             generation,
+            deletes: true,
         }))
     }
 
@@ -559,12 +572,27 @@ impl Outcomes {
             if let Some(key) = &ticket.call_key {
                 self.cache.remove(&self.call_cache_key(key));
             }
+            if ticket.deletes {
+                self.cache.remove(&self.cache_key(&ticket.id));
+            }
         }
         let current = in_flight
             .by_id
             .get(&ticket.id)
             .is_some_and(|p| p.generation == ticket.generation);
         if !current {
+            // Internal: an earlier put of an outcome still in flight has
+            // committed: the store has it now, so a later failure of the
+            // newer write must not undo it as new.
+            if committed
+                && !ticket.deletes
+                && let Some(Pending {
+                    change: Change::Live { new, .. },
+                    ..
+                }) = in_flight.by_id.get_mut(&ticket.id)
+            {
+                *new = false;
+            }
             return;
         }
         if let Some(Pending {
@@ -581,9 +609,6 @@ impl Outcomes {
         };
         drop(in_flight);
         if committed {
-            if let Change::Deleted { .. } = pending.change {
-                self.cache.remove(&self.cache_key(&ticket.id));
-            }
             return;
         }
         match pending.change {
@@ -617,6 +642,7 @@ impl Outcomes {
                         id: *id,
                         call_key: outcome.outcome().call_key,
                         generation: pending.generation,
+                        deletes: false,
                     },
                 ));
             }
@@ -624,12 +650,22 @@ impl Outcomes {
         out
     }
 
-    /// Forgets everything in memory after a rebuild re-read the function
-    /// into the store.
-    pub(crate) fn reload(&self, count: u64) {
+    /// Retires the cached outcomes after a rebuild re-read the function
+    /// into the store, which now holds `stored` outcomes. Changes still in
+    /// flight stay: their writes come after the rebuild.
+    pub(crate) fn reload(&self, stored: u64) {
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        *self.in_flight() = InFlight::default();
+        let in_flight = self.in_flight();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.count.store(count, Ordering::Release);
+        let (mut added, mut removed) = (0u64, 0u64);
+        for pending in in_flight.by_id.values() {
+            match pending.change {
+                Change::Live { new: true, .. } => added += 1,
+                Change::Live { .. } => {}
+                Change::Deleted { .. } => removed += 1,
+            }
+        }
+        self.count
+            .store((stored + added).saturating_sub(removed), Ordering::Release);
     }
 }

@@ -171,3 +171,29 @@ fn a_uniform_mock_choice_finds_the_only_outcome_a_call_accepts() {
     }
     assert!(f.decide_with(Some(&unseen), &Only(json!("none"))).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_keeps_the_count_and_every_outcome_replayable() {
+    let dir = temp_data_dir();
+    let engine = Engine::open(dir.path(), tiny_cache()).unwrap();
+    let f = function(&engine);
+    f.set_mode(Mode::Cache);
+    for n in 0..3 {
+        f.record(Some(key(n)), NewOutcome::returned(json!(n)));
+    }
+    engine.flush();
+    let gone = f
+        .record(Some(key(9)), NewOutcome::returned(json!("gone")))
+        .outcome_id;
+    f.delete_outcome(&gone).unwrap();
+    let report = engine.rebuild_index(None).await.unwrap();
+    assert_eq!(report.failures, []);
+    f.record(Some(key(3)), NewOutcome::returned(json!(3)));
+    assert_eq!(f.outcome_count(), 4);
+    for n in 0..4 {
+        assert_eq!(replayed(f.decide(&key(n)).unwrap()), json!(n));
+    }
+    assert!(f.outcome(&gone).unwrap().is_none());
+    engine.flush();
+    assert_eq!(f.outcome_count(), 4);
+}

@@ -60,10 +60,10 @@ impl<'txn> OutcomeTables<'txn> {
     pub(crate) fn put(&mut self, outcome: &Outcome, order: u64) -> Result<(), redb::Error> {
         let (function, id) = (&outcome.function_id, &outcome.id);
         let key = row_key(function, id);
-        let old = self
-            .rows
-            .get(key.as_slice())?
-            .and_then(|v| row::header(v.value()));
+        let old = match self.rows.get(key.as_slice())? {
+            Some(value) => Some(header_of(function, id, value.value())?),
+            None => None,
+        };
         let seq = match old {
             Some(old) => {
                 self.by_time
@@ -102,16 +102,11 @@ impl<'txn> OutcomeTables<'txn> {
         function: &FunctionId,
         id: &OutcomeId,
     ) -> Result<(), redb::Error> {
-        let Some(old) = self
-            .rows
-            .remove(row_key(function, id).as_slice())?
-            .map(|v| row::header(v.value()))
-        else {
-            return Ok(());
+        let old = match self.rows.get(row_key(function, id).as_slice())? {
+            Some(value) => header_of(function, id, value.value())?,
+            None => return Ok(()),
         };
-        let Some(old) = old else {
-            return Ok(());
-        };
+        self.rows.remove(row_key(function, id).as_slice())?;
         self.by_time
             .remove(time_key(function, old.last_seen, id).as_slice())?;
         if let Some(call_key) = &old.call_key {
@@ -141,6 +136,22 @@ impl<'txn> OutcomeTables<'txn> {
         }
         Ok(())
     }
+}
+
+/// The header of a stored row. Internal: a row too short to have one is
+/// refused rather than rewritten, since its index entries cannot be found
+/// and the positions would drift; rebuild-index replaces a damaged index.
+fn header_of(
+    function: &FunctionId,
+    id: &OutcomeId,
+    row: &[u8],
+) -> Result<row::RowHeader, redb::Error> {
+    row::header(row).ok_or_else(|| {
+        redb::Error::Corrupted(format!(
+            "the row of outcome {function}:{id} is {} bytes, too short for its header",
+            row.len()
+        ))
+    })
 }
 
 /// How many outcomes `function` has: one past its last position.
@@ -428,6 +439,43 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_row_too_short_for_its_header_is_refused_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let function = Function::new("f", FunctionKind::Sync);
+        let id = function.id;
+        let stored = outcome(&function, 1, 1, 1);
+        store
+            .apply(&[
+                Write::PutFunction(function.clone()),
+                Write::PutOutcome(stored.clone()),
+            ])
+            .unwrap();
+        store
+            .index
+            .with(|db| -> Result<(), crate::WriteError> {
+                let tx = db.begin_write()?;
+                tx.open_table(ROWS)?
+                    .insert(row_key(&id, &stored.id).as_slice(), [1u8, 2, 3].as_slice())?;
+                tx.commit()?;
+                Ok(())
+            })
+            .unwrap();
+        let put = store.apply(&[Write::PutOutcome(stored.clone())]);
+        assert!(put.is_err(), "a put over a damaged row fails: {put:?}");
+        let delete = store.apply(&[Write::DeleteOutcome {
+            function: id,
+            outcome: stored.id,
+        }]);
+        assert!(delete.is_err(), "so does a delete: {delete:?}");
+        assert_eq!(
+            store.outcome_count(&id).unwrap(),
+            1,
+            "no position gained or lost"
         );
     }
 }

@@ -272,17 +272,22 @@ impl Store {
     /// Returns how many were rewritten and the ones that could not be.
     pub(crate) fn restore_mirror(&self) -> Result<(usize, Vec<(PathBuf, String)>), ReadError> {
         let mut failures = Vec::new();
-        let missing = self.index.with(|db| -> Result<_, ReadError> {
+        let mut restored = 0;
+        self.index.with(|db| -> Result<_, ReadError> {
             let tx = db.begin_read()?;
-            let mut missing = Vec::new();
-            // Internal: a row that does not decode cannot be written back;
-            // it is reported and the walk goes on.
-            let mut restore = |path: PathBuf, bytes: Result<Vec<u8>, ReadError>| match bytes {
-                Ok(bytes) => missing.push((path, bytes)),
+            // Internal: each missing file is written as the walk finds it,
+            // so memory holds one record however many are missing; a row
+            // that does not decode cannot be written back, so it is reported
+            // and the walk goes on.
+            let mut restore = |path: PathBuf, bytes: Result<Vec<u8>, ReadError>| match bytes
+                .map(|bytes| atomic::write_file(&path, &bytes))
+            {
+                Ok(Ok(())) => restored += 1,
+                Ok(Err(e)) => failures.push((path, e.to_string())),
                 Err(e) => failures.push((path, e.to_string())),
             };
-            for row in tx.open_table(FUNCTIONS)?.iter()? {
-                let (key, value) = row?;
+            for entry in tx.open_table(FUNCTIONS)?.iter()? {
+                let (key, value) = entry?;
                 let Ok(id) = key.value().parse::<FunctionId>() else {
                     continue;
                 };
@@ -307,15 +312,8 @@ impl Store {
                     );
                 }
             }
-            Ok(missing)
+            Ok(())
         })?;
-        let mut restored = 0;
-        for (path, bytes) in missing {
-            match atomic::write_file(&path, &bytes) {
-                Ok(()) => restored += 1,
-                Err(e) => failures.push((path, e.to_string())),
-            }
-        }
         Ok((restored, failures))
     }
 }
