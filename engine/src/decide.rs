@@ -107,9 +107,8 @@ pub(crate) fn decide(call: Call<'_>) -> Result<Decision, NoMockOutcome> {
         }),
         Mode::Cache => {
             let hit = call.key.and_then(|key| {
-                readable(call.function, call.outcomes.for_key_newest_first(key))
-                    .into_iter()
-                    .flatten()
+                readable(call.function, call.outcomes.for_key_newest_first(key))?
+                    .filter_map(|read| readable(call.function, read))
                     .find(|o| !o.outcome().is_mock_only && call.filter.accepts(o, Source::Cache))
             });
             Ok(match hit {
@@ -137,8 +136,9 @@ pub(crate) fn decide(call: Call<'_>) -> Result<Decision, NoMockOutcome> {
 }
 
 /// What a store read gave, or `None` after logging why it failed: the
-/// call then goes on as if nothing were stored (a cache miss, or no mock
-/// outcome), which the caller reports.
+/// call then goes on as if that outcome (or, for a failed index read,
+/// anything) were not stored, which the caller reports as a cache miss or
+/// no mock outcome.
 fn readable<T>(function: FunctionId, read: Result<T, cacheow_storage::ReadError>) -> Option<T> {
     read.map_err(|e| {
         tracing::error!(function = %function, error = %e, "cannot read the store; treating the call as having no stored outcome");
@@ -156,7 +156,7 @@ fn choose_mock(call: &Call<'_>) -> Option<Arc<StoredOutcome>> {
         let key = call.key?;
         let mut same_call: Vec<_> =
             readable(call.function, call.outcomes.for_key_newest_first(key))?
-                .into_iter()
+                .filter_map(|read| readable(call.function, read))
                 .filter(|o| accepts(o))
                 .collect();
         if !same_call.is_empty() {

@@ -91,8 +91,9 @@ pub struct StoredOutcome {
     /// Set when recorded; an outcome loaded from the store gets it the
     /// first time a list shows it.
     preview: OnceLock<Preview>,
-    /// What it costs the memory cache, fixed when it is made.
-    weight: u64,
+    /// What it costs the memory cache: known when read from the store,
+    /// measured once before a recorded one first enters the cache.
+    weight: OnceLock<u64>,
 }
 
 impl std::fmt::Debug for StoredOutcome {
@@ -107,18 +108,30 @@ impl StoredOutcome {
     /// `json_bytes` is the size of the outcome as compact JSON, which its
     /// cache weight is estimated from.
     pub(crate) fn new(outcome: Outcome, json_bytes: usize) -> Self {
+        let stored = Self::not_sized(outcome);
+        let _ = stored.weight.set(estimated_weight(json_bytes));
+        stored
+    }
+
+    /// An outcome whose size is measured only if it enters the cache (one
+    /// just recorded, or one a list shows).
+    pub(crate) fn not_sized(outcome: Outcome) -> Self {
         Self {
             seen: Mutex::new((outcome.count, outcome.last_seen_at)),
             outcome,
             prepared: OnceLock::new(),
             preview: OnceLock::new(),
-            weight: estimated_weight(json_bytes),
+            weight: OnceLock::new(),
         }
     }
 
-    /// What it costs the memory cache.
+    /// What it costs the memory cache. Internal: the cache needs a weight
+    /// that never changes, so it is set once; a recorded outcome is measured
+    /// by serialising it, off the request path, when its write settles.
     pub(crate) fn weight(&self) -> u64 {
-        self.weight
+        *self.weight.get_or_init(|| {
+            estimated_weight(serde_json::to_vec(&self.outcome).map_or(0, |b| b.len()))
+        })
     }
 
     /// The outcome's id.

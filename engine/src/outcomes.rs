@@ -274,11 +274,14 @@ impl Outcomes {
         Ok(Some(outcome))
     }
 
-    /// The outcomes recorded for `key`, the most recently seen first.
+    /// The outcomes recorded for `key`, the most recently seen first, each
+    /// read only when the iteration reaches it (cache mode stops at the
+    /// first it can replay). One that cannot be read is an `Err` item, and
+    /// the iteration goes on.
     pub(crate) fn for_key_newest_first(
         &self,
         key: &CallKey,
-    ) -> Result<Vec<Arc<StoredOutcome>>, ReadError> {
+    ) -> Result<impl Iterator<Item = Result<Arc<StoredOutcome>, ReadError>> + '_, ReadError> {
         let stored = self.keyed(key)?;
         // (last seen, rank, order): in flight ranks above the store within
         // one millisecond, since its write is the later one.
@@ -306,14 +309,13 @@ impl Outcomes {
             }
         }
         ranked.sort_by_key(|entry| std::cmp::Reverse(entry.0));
-        let mut out = Vec::with_capacity(ranked.len());
-        for (_, id, outcome) in ranked {
-            match outcome {
-                Some(outcome) => out.push(outcome),
-                None => out.extend(self.get(&id)?),
-            }
-        }
-        Ok(out)
+        Ok(ranked
+            .into_iter()
+            .filter_map(move |(_, id, outcome)| match outcome {
+                Some(outcome) => Some(Ok(outcome)),
+                // Internal: `None` when deleted since the index was read.
+                None => self.get(&id).transpose(),
+            }))
     }
 
     /// A uniformly random outcome that `accepts` takes: random probes
@@ -459,7 +461,7 @@ impl Outcomes {
             out.push(match self.cached_outcome(&id) {
                 Some(cached) => cached,
                 // Internal: listed, not cached, so its weight does not matter.
-                None => Arc::new(StoredOutcome::new(outcome, 0)),
+                None => Arc::new(StoredOutcome::not_sized(outcome)),
             });
         }
         out.sort_by(|a, b| {
@@ -512,11 +514,11 @@ impl Outcomes {
             ));
         }
         let outcome = build();
-        let bytes = serde_json::to_vec(&outcome).map_or(0, |b| b.len());
         let call_key = outcome.call_key;
-        let stored = Arc::new(StoredOutcome::new(outcome, bytes));
-        self.cache
-            .insert(self.cache_key(&id), Hot::Outcome(stored.clone()));
+        // Internal: it enters the cache when its write settles (on the
+        // writer's side), so recording pays no sizing; until then the
+        // in-flight entry serves it.
+        let stored = Arc::new(StoredOutcome::not_sized(outcome));
         let generation = self.in_flight().put(
             id,
             call_key,
@@ -609,11 +611,16 @@ impl Outcomes {
         };
         drop(in_flight);
         if committed {
+            if let Change::Live { outcome, .. } = pending.change {
+                // Internal: sized here, before the cache sees it.
+                outcome.weight();
+                self.cache
+                    .insert(self.cache_key(&ticket.id), Hot::Outcome(outcome));
+            }
             return;
         }
         match pending.change {
             Change::Live { new: true, .. } => {
-                self.cache.remove(&self.cache_key(&ticket.id));
                 self.count.fetch_sub(1, Ordering::AcqRel);
             }
             Change::Live { .. } => {}

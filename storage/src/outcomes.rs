@@ -8,7 +8,7 @@ use crate::error::ReadError;
 use crate::ids::{CallKey, FunctionId, OutcomeId};
 use crate::model::{Function, Outcome, Stats};
 use crate::row;
-use crate::store::{Store, decode};
+use crate::store::{Store, decode, stats_in};
 use crate::tables::{
     BY_KEY, BY_SEQ, BY_TIME, CALL_KEY_KEY, FUNCTIONS, ROWS, SEQ_KEY, STATS, TIME_KEY, call_key_key,
     prefix_range, row_key, seq_key, time_key, trailing_outcome,
@@ -201,10 +201,7 @@ impl Store {
             for entry in functions.iter()? {
                 let (key, value) = entry?;
                 let function: Function = decode(key.value(), value.value())?;
-                let stats = match stats.get(key.value())? {
-                    Some(v) => decode(key.value(), v.value())?,
-                    None => Stats::default(),
-                };
+                let stats = stats_in(&stats, key.value())?;
                 let outcome_count = count_in(&by_seq, &function.id)?;
                 out.push(FunctionRecord {
                     function,

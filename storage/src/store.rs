@@ -460,10 +460,7 @@ fn load(db: &Database) -> Result<Vec<StoredFunction>, ReadError> {
             let name = format!("{id}:{}", crate::tables::trailing_outcome(key.value()));
             list.push(row::decode(&name, value.value())?);
         }
-        let stats = match stats.get(id.as_str())? {
-            Some(v) => decode(&id, v.value())?,
-            None => Stats::default(),
-        };
+        let stats = stats_in(&stats, &id)?;
         out.push(StoredFunction {
             function,
             outcomes: list,
@@ -596,6 +593,17 @@ fn move_aside(index: &Path) -> Result<PathBuf, OpenError> {
         source,
     })?;
     Ok(target)
+}
+
+/// A function's counters (zero when none are stored yet).
+pub(crate) fn stats_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    function: &str,
+) -> Result<Stats, ReadError> {
+    match table.get(function)? {
+        Some(v) => decode(function, v.value()),
+        None => Ok(Stats::default()),
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
