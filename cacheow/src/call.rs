@@ -1,26 +1,30 @@
 //! One call to a wrapped function: its key, the mode decision, the replay or
 //! the real body, and the recording.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cacheow_engine::{
-    CallKey, CallKeyExt, CallReason, Decision, Finished, FunctionHandle, FunctionKind, NewOutcome,
-    OutcomeId, OutcomeType, Recording, Source, Unrecorded, canonical_json,
+    AnyOutcome, CallKey, CallKeyExt, Decision, Finished, Follow, FunctionHandle, FunctionKind,
+    Landing, Lead, NewOutcome, OutcomeId, OutcomeType, Overrides, Recording, Source, StoredOutcome,
+    Unrecorded, canonical_json,
 };
 use serde_json::Value;
 
 use crate::codec::{self, Codec, KeyArg, OutcomeView};
-use crate::delay::Delay;
+use crate::delay::{Delay, first_of};
 use crate::manager::Manager;
 use crate::rust_types::OutcomeCheckFn;
+use crate::scope;
 
 /// One wrapped function: a `static` the macro emits beside its body, so the
 /// function is looked up once, not on every call.
 pub struct Site {
     kind: FunctionKind,
     identity: fn() -> &'static str,
+    /// Cache settings written in `#[cacheow(...)]`.
+    settings: &'static [(&'static str, SettingValue)],
     function: OnceLock<FunctionHandle>,
     check_registered: AtomicBool,
     key_warned: AtomicBool,
@@ -38,10 +42,15 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// `identity` names the function (module path and name, or the `name`
     /// option); it is called once, on the first enabled call.
-    pub const fn new(kind: FunctionKind, identity: fn() -> &'static str) -> Site {
+    pub const fn new(
+        kind: FunctionKind,
+        identity: fn() -> &'static str,
+        settings: &'static [(&'static str, SettingValue)],
+    ) -> Site {
         Site {
             kind,
             identity,
+            settings,
             function: OnceLock::new(),
             check_registered: AtomicBool::new(false),
             key_warned: AtomicBool::new(false),
@@ -79,7 +88,7 @@ impl Site {
         };
         let function = self
             .function
-            .get_or_init(|| manager.ensure(self.kind, (self.identity)()))
+            .get_or_init(|| manager.ensure(self.kind, (self.identity)(), self.settings))
             .clone();
         Some(Call {
             site: self,
@@ -89,7 +98,26 @@ impl Site {
             args,
             started,
             cache_miss: std::cell::Cell::new(false),
+            run: None,
         })
+    }
+}
+
+/// The value of one setting written in `#[cacheow(...)]`.
+#[derive(Debug, Clone, Copy)]
+pub enum SettingValue {
+    /// A string, such as a duration (`"1h"`).
+    Text(&'static str),
+    /// `true` or `false`.
+    Flag(bool),
+}
+
+impl SettingValue {
+    pub(crate) fn to_json(self) -> Value {
+        match self {
+            SettingValue::Text(text) => Value::from(text),
+            SettingValue::Flag(flag) => Value::from(flag),
+        }
     }
 }
 
@@ -136,6 +164,19 @@ pub struct Call {
     started: Instant,
     /// Cache mode had nothing for the call (or what it had did not decode).
     cache_miss: std::cell::Cell<bool>,
+    /// Set when the plan is to run the body: what to do with its result.
+    run: Option<Run>,
+}
+
+/// What a call that runs its body does with the result.
+#[derive(Debug)]
+struct Run {
+    /// Why nothing is recorded, when the caller asked for that.
+    unrecorded: Option<Unrecorded>,
+    /// What answers instead if the body fails (`stale_if_error`).
+    fallback: Option<Arc<StoredOutcome>>,
+    /// Identical calls waiting for this one.
+    lead: Option<Lead>,
 }
 
 /// What to do with a call.
@@ -144,49 +185,124 @@ pub(crate) enum Plan<T> {
     Run,
     /// Reply with `value` after `delay`.
     Replay { value: T, delay: Duration },
+    /// Wait for the identical call in flight, then replay what it recorded.
+    Follow(Follow),
 }
+
+/// How long a call waits for an identical one in flight before it runs its
+/// own body: the proxy's default upstream timeout.
+const FOLLOW_PATIENCE: Duration = Duration::from_secs(120);
 
 impl Call {
     /// Runs a sync function's call.
-    pub fn run_sync<C: Codec>(self, body: impl FnOnce() -> C::Output) -> C::Output {
+    pub fn run_sync<C: Codec>(mut self, body: impl FnOnce() -> C::Output) -> C::Output {
         self.register_check(check_call::<C>);
-        match self.plan(codec::decode::<C>) {
-            Plan::Replay { value, delay } => {
-                if !delay.is_zero() {
-                    std::thread::sleep(delay);
+        let mut overrides = scope::current();
+        loop {
+            match self.plan(codec::decode::<C>, overrides) {
+                Plan::Replay { value, delay } => {
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay);
+                    }
+                    return value;
                 }
-                value
-            }
-            Plan::Run => {
-                let output = body();
-                if let Some(recording) = self.record(encode_call::<C>(&output)) {
-                    log_unstored(recording.persisted_blocking());
+                Plan::Follow(follow) => {
+                    let landing = follow.landed_blocking(FOLLOW_PATIENCE);
+                    if let Some(value) = self.replay_landing(landing, codec::decode::<C>) {
+                        return value;
+                    }
+                    overrides.alone = true;
                 }
-                output
+                Plan::Run => {
+                    let (output, recording) = self.finish_run::<C>(body());
+                    if let Some(recording) = recording {
+                        log_unstored(recording.persisted_blocking());
+                    }
+                    return output;
+                }
             }
         }
     }
 
     /// Runs an async function's call.
     pub async fn run_async<C: Codec, F: Future<Output = C::Output>>(
-        self,
+        mut self,
         body: impl FnOnce() -> F,
     ) -> C::Output {
         self.register_check(check_call::<C>);
-        match self.plan(codec::decode::<C>) {
-            Plan::Replay { value, delay } => {
-                Delay::new(delay).await;
-                value
-            }
-            Plan::Run => {
-                let output = body().await;
-                if let Some(recording) = self.record(encode_call::<C>(&output)) {
-                    // Internal: awaited, never blocking the executor.
-                    log_unstored(recording.persisted().await);
+        let mut overrides = scope::current();
+        loop {
+            match self.plan(codec::decode::<C>, overrides) {
+                Plan::Replay { value, delay } => {
+                    Delay::new(delay).await;
+                    return value;
                 }
-                output
+                Plan::Follow(follow) => {
+                    let landing =
+                        first_of(follow.landed_unbounded(), Delay::new(FOLLOW_PATIENCE)).await;
+                    if let Some(value) = self.replay_landing(landing.flatten(), codec::decode::<C>)
+                    {
+                        return value;
+                    }
+                    overrides.alone = true;
+                }
+                Plan::Run => {
+                    let (output, recording) = self.finish_run::<C>(body().await);
+                    if let Some(recording) = recording {
+                        // Internal: awaited, never blocking the executor.
+                        log_unstored(recording.persisted().await);
+                    }
+                    return output;
+                }
             }
         }
+    }
+
+    /// Records what the body returned, or, when it failed and a stale
+    /// outcome may answer (`stale_if_error`), records the failure and
+    /// returns the stale value instead.
+    fn finish_run<C: Codec>(mut self, output: C::Output) -> (C::Output, Option<Recording>) {
+        let encoded = encode_call::<C>(&output);
+        let failed = encoded
+            .as_ref()
+            .is_some_and(|o| o.outcome_type == OutcomeType::Exception);
+        let fallback = self.run.as_mut().and_then(|run| run.fallback.take());
+        if failed && let Some(stale) = fallback {
+            match codec::decode::<C>(stale.outcome().into()) {
+                Ok(value) => {
+                    let (recording, ..) = self.store(encoded, Some(stale.id()));
+                    self.finish(Source::Stale, Some(stale.id()), None, None);
+                    return (value, recording);
+                }
+                Err(reason) => tracing::warn!(
+                    function = %self.function.id(),
+                    outcome = %stale.id(),
+                    %reason,
+                    "cannot replay the stale outcome; returning the failure"
+                ),
+            }
+        }
+        let recording = self.record(encoded);
+        (output, recording)
+    }
+
+    /// Replays what the call this one waited for recorded; `None` when it
+    /// recorded nothing this call can use.
+    fn replay_landing<T>(
+        &self,
+        landing: Option<Landing>,
+        decode: impl FnOnce(OutcomeView<'_>) -> Result<T, String>,
+    ) -> Option<T> {
+        let Some(Landing::Recorded(id)) = landing else {
+            return None;
+        };
+        let outcome = self.function.outcome(&id).ok().flatten()?;
+        let value = decode(outcome.outcome().into()).ok()?;
+        let error = (outcome.outcome().outcome_type == OutcomeType::Exception)
+            .then(|| outcome.outcome().exception_type.clone())
+            .flatten();
+        self.finish(Source::Coalesced, Some(id), error, None);
+        Some(value)
     }
 
     /// Lets the API refuse manual outcomes this function could not replay.
@@ -202,22 +318,57 @@ impl Call {
     /// back to the real call; in mock mode there is nothing to fall back to,
     /// so that is a panic that says which outcome to fix.
     pub(crate) fn plan<T>(
-        &self,
+        &mut self,
         decode: impl FnOnce(OutcomeView<'_>) -> Result<T, String>,
+        overrides: Overrides,
     ) -> Plan<T> {
-        let (outcome, source, delay) = match self.function.decide(&self.key) {
-            Ok(Decision::Call { reason }) => {
-                self.cache_miss.set(matches!(reason, CallReason::CacheMiss));
+        let decision = self
+            .function
+            .decide_with(Some(&self.key), &AnyOutcome, overrides);
+        let (outcome, source, delay) = match decision {
+            Ok(Decision::Call {
+                reason,
+                unrecorded,
+                fallback,
+                lead,
+            }) => {
+                self.cache_miss.set(reason.is_cache_miss());
+                self.run = Some(Run {
+                    unrecorded,
+                    fallback,
+                    lead,
+                });
+                return Plan::Run;
+            }
+            // Internal: a body cannot run in the background (it may borrow,
+            // or not be `Send`), so the call that would start a refresh
+            // makes it now; the calls meanwhile are served stale.
+            Ok(Decision::Replay {
+                refresh: Some(lead),
+                ..
+            }) => {
+                self.cache_miss.set(true);
+                self.run = Some(Run {
+                    unrecorded: None,
+                    fallback: None,
+                    lead: Some(lead),
+                });
                 return Plan::Run;
             }
             Ok(Decision::Replay {
                 outcome,
                 source,
                 delay,
+                ..
             }) => (outcome, source, delay),
-            Err(none) => {
-                self.finish(Source::Mock, None, Some("no_mock_outcome".into()), None);
-                panic!("cacheow: `{}`: {none}", self.function.snapshot().name)
+            Ok(Decision::Follow { flight, .. }) => return Plan::Follow(flight),
+            Err(refusal) => {
+                self.function.finish(Finished {
+                    error: Some(refusal.code().into()),
+                    guard: refusal.guard(),
+                    ..Finished::of(Some(self.key), refusal.source(), self.started.elapsed())
+                });
+                panic!("cacheow: `{}`: {refusal}", self.function.snapshot().name)
             }
         };
         match decode(outcome.outcome().into()) {
@@ -228,7 +379,7 @@ impl Call {
                 self.finish(source, Some(outcome.id()), error, None);
                 Plan::Replay { value, delay }
             }
-            Err(reason) if source == Source::Cache => {
+            Err(reason) if source != Source::Mock => {
                 self.cache_miss.set(true);
                 tracing::warn!(
                     function = %self.function.id(),
@@ -236,6 +387,11 @@ impl Call {
                     %reason,
                     "cannot replay the cached outcome; calling the function instead"
                 );
+                self.run = Some(Run {
+                    unrecorded: None,
+                    fallback: None,
+                    lead: None,
+                });
                 Plan::Run
             }
             Err(reason) => panic!(
@@ -256,25 +412,40 @@ impl Call {
     /// program exits right after; a failure to persist is logged and never
     /// changes the result.
     pub(crate) fn record(mut self, outcome: Option<NewOutcome>) -> Option<Recording> {
-        match outcome {
-            Some(mut new) => {
+        let (recording, error, unrecorded) = self.store(outcome, None);
+        let outcome_id = recording.as_ref().map(|r| r.outcome_id);
+        self.finish(Source::Upstream, outcome_id, error, unrecorded);
+        recording
+    }
+
+    /// Stores `outcome` unless the caller asked for nothing to be kept, and
+    /// tells the calls waiting for this one what to replay (`answered`, when
+    /// this call answers with another outcome than the one it stores).
+    /// Returns the recording, its error kind, and why nothing was stored.
+    fn store(
+        &mut self,
+        outcome: Option<NewOutcome>,
+        answered: Option<OutcomeId>,
+    ) -> (Option<Recording>, Option<String>, Option<Unrecorded>) {
+        let (lead, asked_not_to) = match self.run.take() {
+            Some(run) => (run.lead, run.unrecorded),
+            None => (None, None),
+        };
+        let stored = match (outcome, asked_not_to) {
+            (Some(mut new), None) => {
                 new.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
                 new.request = Some(serde_json::json!({ "args": self.args.take() }));
                 let error = new.exception_type.clone();
                 let recording = self.function.record_awaitable(Some(self.key), new);
-                self.finish(Source::Upstream, Some(recording.outcome_id), error, None);
-                Some(recording)
+                (Some(recording), error, None)
             }
-            None => {
-                self.finish(
-                    Source::Upstream,
-                    None,
-                    None,
-                    Some(Unrecorded::NotSerializable),
-                );
-                None
-            }
+            (Some(_), Some(reason)) => (None, None, Some(reason)),
+            (None, _) => (None, None, Some(Unrecorded::NotSerializable)),
+        };
+        if let Some(lead) = lead {
+            lead.land(answered.or(stored.0.as_ref().map(|r| r.outcome_id)));
         }
+        stored
     }
 
     fn finish(
@@ -285,14 +456,11 @@ impl Call {
         unrecorded: Option<Unrecorded>,
     ) {
         self.function.finish(Finished {
-            call_key: Some(self.key),
-            source,
             cache_miss: self.cache_miss.get(),
             outcome_id,
-            elapsed: self.started.elapsed(),
-            status: None,
             error,
             unrecorded,
+            ..Finished::of(Some(self.key), source, self.started.elapsed())
         });
     }
 

@@ -67,6 +67,19 @@ impl Future for Delay {
     }
 }
 
+/// `future`'s output, or `None` when `delay` ends first.
+pub(crate) async fn first_of<F: Future>(future: F, delay: Delay) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut delay = std::pin::pin!(delay);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        delay.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

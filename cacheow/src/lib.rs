@@ -35,15 +35,17 @@ mod codec;
 mod delay;
 mod manager;
 mod rust_types;
+mod scope;
 mod server;
 mod stream;
 
 pub use cacheow_engine::{
     CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, MockEntry, Mode,
-    NewOutcome, Outcome, OutcomeId, OutcomeType, Stats,
+    NewOutcome, Outcome, OutcomeId, OutcomeType, Overrides, Stats,
 };
 pub use cacheow_macros::cacheow;
 pub use manager::{InitError, Manager, get_manager, init_error};
+pub use scope::{Scoped, with_overrides, with_overrides_async};
 
 /// The stable id of a wrapped function, from its path as written at the
 /// call site: `cacheow::function_id!(crate::api::fetch_user)` or
@@ -65,7 +67,8 @@ pub mod __private {
     pub use cacheow_engine::FunctionKind;
 
     pub use crate::call::{
-        Call, KeyBuilder, Site, assert_key_arg, assert_return, identity_of, typed_future,
+        Call, KeyBuilder, SettingValue, Site, assert_key_arg, assert_return, identity_of,
+        typed_future,
     };
     pub use crate::codec::{Codec, Encoded, Fallible, KeyArg, Plain, ReturnValue};
     pub use crate::stream::{CallStream, Recorder, stream};

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cacheow_engine::{
     Engine, EngineError, EngineOptions, FunctionHandle, FunctionId, FunctionKind, FunctionSpec,
-    MockEntry, Mode,
+    MockEntry, Mode, Policy,
 };
 
+use crate::call::SettingValue;
 use crate::rust_types::{OutcomeCheckFn, RustTypes};
 
 /// Where the port goes when `CACHEOW_SERVER_PORT` is unset, as in the proxy.
@@ -233,10 +234,26 @@ impl Manager {
     }
 
     /// The function for a wrapped function's first enabled call.
-    pub(crate) fn ensure(&self, kind: FunctionKind, identity: &str) -> FunctionHandle {
-        let function = self
-            .engine
-            .ensure_function(FunctionSpec::new(identity, kind));
+    /// The function of a wrapped site, with the cache settings its
+    /// attribute gives. A setting that is not valid is a bug in the code
+    /// that wrote it, so the first call panics and says which and why.
+    pub(crate) fn ensure(
+        &self,
+        kind: FunctionKind,
+        identity: &str,
+        settings: &[(&str, SettingValue)],
+    ) -> FunctionHandle {
+        let mut config = serde_json::Map::new();
+        for (key, value) in settings {
+            let value = value.to_json();
+            if let Some(Err(reason)) = Policy::check(key, &value) {
+                panic!("cacheow: #[cacheow({key} = {value})] on `{identity}`: {reason}");
+            }
+            config.insert((*key).to_owned(), value);
+        }
+        let mut spec = FunctionSpec::new(identity, kind);
+        spec.config = Arc::new(config);
+        let function = self.engine.ensure_function(spec);
         let pending = self
             .pending
             .lock()

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use cacheow_engine::{NewOutcome, OutcomeType};
+use cacheow_engine::{NewOutcome, OutcomeType, Overrides};
 use futures_core::Stream;
 use serde_json::{Value, json};
 
@@ -39,15 +39,22 @@ pub fn stream<C: Codec, S: Stream<Item = C::Output>>(
     call: Option<Call>,
     body: impl FnOnce() -> S,
 ) -> CallStream<S, C> {
-    let Some(call) = call else {
+    let Some(mut call) = call else {
         return CallStream::Direct { inner: body() };
     };
     call.register_check(check_stream::<C>);
-    match call.plan(decode_stream::<C>) {
+    // Internal: a stream is recorded once it ends, so waiting for an
+    // identical one would wait for all of it; streams run alone.
+    let overrides = Overrides {
+        alone: true,
+        ..crate::scope::current()
+    };
+    match call.plan(decode_stream::<C>, overrides) {
         Plan::Replay { value, delay } => CallStream::Replay {
             items: value.into(),
             delay: Delay::new(delay),
         },
+        Plan::Follow(_) => unreachable!("a call that runs alone follows no other"),
         Plan::Run => CallStream::Recording {
             inner: body(),
             recorder: Recorder {

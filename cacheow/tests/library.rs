@@ -424,3 +424,236 @@ fn a_failing_disk_never_changes_a_result() {
         assert!(stats.persist_failures >= 1, "{stats:?}");
     });
 }
+
+static STAMPS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow(ttl = "300ms")]
+fn stamped(x: u64) -> usize {
+    let _ = x;
+    STAMPS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[test]
+fn ttl_replays_within_it_and_runs_the_body_again_after_it() {
+    let case = "ttl_replays_within_it_and_runs_the_body_again_after_it";
+    in_child(case, &[], || {
+        manager().set_mode(function_id!(stamped), Mode::Cache);
+        assert_eq!(stamped(1), 1);
+        assert_eq!(stamped(1), 1, "replayed within the ttl");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(stamped(1), 2, "past the ttl the body runs again");
+        assert_eq!(stamped(1), 2, "and its new result replays");
+        assert_eq!(STAMPS.load(Ordering::SeqCst), 2);
+    });
+}
+
+static FLAKY_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cacheow(stale_if_error = "forever")]
+fn flaky_quote(symbol: String) -> Result<u32, String> {
+    let _ = symbol;
+    if FLAKY_DOWN.load(Ordering::SeqCst) {
+        Err("the quote service is down".into())
+    } else {
+        Ok(42)
+    }
+}
+
+#[test]
+fn stale_if_error_returns_the_last_good_result_when_the_body_fails() {
+    let case = "stale_if_error_returns_the_last_good_result_when_the_body_fails";
+    let Some(dir) = in_child(case, &[], || {
+        assert_eq!(flaky_quote("X".into()), Ok(42));
+        FLAKY_DOWN.store(true, Ordering::SeqCst);
+        assert_eq!(flaky_quote("X".into()), Ok(42), "the stale result");
+        assert_eq!(
+            flaky_quote("Y".into()),
+            Err("the quote service is down".into()),
+            "nothing good for another call"
+        );
+        let stats = manager()
+            .function(function_id!(flaky_quote))
+            .unwrap()
+            .stats();
+        assert_eq!(stats.stale_served, 1);
+        manager().flush();
+    }) else {
+        return;
+    };
+    let files = outcome_files(&dir, FunctionId::for_identity("library::flaky_quote"));
+    assert_eq!(files.len(), 3, "the failures are recorded too");
+}
+
+static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow]
+fn slow_once(x: u64) -> u64 {
+    SLOW_RUNS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    x + 1
+}
+
+#[cacheow]
+async fn slow_once_async(x: u64) -> u64 {
+    SLOW_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    x + 1
+}
+
+#[test]
+fn identical_concurrent_calls_run_the_body_once() {
+    let case = "identical_concurrent_calls_run_the_body_once";
+    in_child(case, &[], || {
+        manager().set_mode(function_id!(slow_once), Mode::Cache);
+        let threads: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(|| slow_once(1)))
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), 2);
+        }
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), 1, "8 threads, one run");
+        let stats = manager().function(function_id!(slow_once)).unwrap().stats();
+        assert_eq!(stats.coalesced + stats.cache_hits, 7, "{stats:?}");
+
+        manager().set_mode(function_id!(slow_once_async), Mode::Cache);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = runtime.block_on(async {
+            let calls: Vec<_> = (0..8).map(|_| tokio::spawn(slow_once_async(5))).collect();
+            let mut results = Vec::new();
+            for call in calls {
+                results.push(call.await.unwrap());
+            }
+            results
+        });
+        assert_eq!(results, vec![6; 8]);
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), 2, "8 tasks, one more run");
+    });
+}
+
+static MAYBE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow(cache_if = "ok")]
+fn maybe(x: u32) -> Result<u32, String> {
+    if MAYBE_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+        Err("first try fails".into())
+    } else {
+        Ok(x)
+    }
+}
+
+#[test]
+fn cache_if_ok_replays_results_but_not_errors() {
+    let case = "cache_if_ok_replays_results_but_not_errors";
+    in_child(case, &[], || {
+        manager().set_mode(function_id!(maybe), Mode::Cache);
+        assert_eq!(maybe(7), Err("first try fails".into()));
+        assert_eq!(maybe(7), Ok(7), "the recorded Err is not replayed");
+        assert_eq!(maybe(7), Ok(7));
+        assert_eq!(MAYBE_RUNS.load(Ordering::SeqCst), 2, "the Ok replays");
+    });
+}
+
+#[test]
+fn scoped_overrides_refresh_skip_recording_and_apply_to_async_calls() {
+    let case = "scoped_overrides_refresh_skip_recording_and_apply_to_async_calls";
+    let Some(dir) = in_child(case, &[], || {
+        let id = function_id!(slow_square);
+        manager().set_mode(id, Mode::Cache);
+        assert_eq!(slow_square(5), 25);
+        let refresh = cacheow::Overrides {
+            refresh: true,
+            ..Default::default()
+        };
+        cacheow::with_overrides(refresh, || slow_square(5));
+        assert_eq!(SQUARES.load(Ordering::SeqCst), 2, "refresh runs the body");
+        let no_store = cacheow::Overrides {
+            no_store: true,
+            ..Default::default()
+        };
+        cacheow::with_overrides(no_store, || slow_square(6));
+        assert_eq!(slow_square(5), 25);
+        assert_eq!(
+            SQUARES.load(Ordering::SeqCst),
+            3,
+            "outside the scope, cache again"
+        );
+        manager().set_mode(function_id!(lookup), Mode::Cache);
+        runtime().block_on(cacheow::with_overrides_async(refresh, async {
+            for _ in 0..2 {
+                assert!(matches!(lookup("ada".into()).await, Ok(36)));
+            }
+        }));
+        assert_eq!(
+            LOOKUPS.load(Ordering::SeqCst),
+            2,
+            "both scoped async calls ran the body"
+        );
+        let stats = manager().function(id).unwrap().stats();
+        assert_eq!(stats.unrecorded.get("no_store"), Some(&1), "{stats:?}");
+        manager().flush();
+    }) else {
+        return;
+    };
+    let files = outcome_files(&dir, FunctionId::for_identity("library::slow_square"));
+    assert_eq!(
+        files.len(),
+        1,
+        "5 once (refreshed to the same result), 6 never"
+    );
+}
+
+#[cacheow(ttl = "soon")]
+fn badly_configured() -> u8 {
+    1
+}
+
+#[test]
+fn an_invalid_setting_panics_at_the_first_call_saying_why() {
+    let case = "an_invalid_setting_panics_at_the_first_call_saying_why";
+    in_child(case, &[], || {
+        let panic = std::panic::catch_unwind(badly_configured).unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains("ttl = \"soon\""), "{message}");
+        assert!(message.contains("library::badly_configured"), "{message}");
+    });
+}
+
+static REVALIDATIONS: AtomicUsize = AtomicUsize::new(0);
+
+#[cacheow(ttl = "100ms", stale_while_revalidate = "1m")]
+fn revalidated(x: u8) -> usize {
+    let _ = x;
+    let n = REVALIDATIONS.fetch_add(1, Ordering::SeqCst) + 1;
+    std::thread::sleep(Duration::from_millis(200));
+    n
+}
+
+#[test]
+fn stale_while_revalidate_refreshes_in_one_call_while_others_get_the_stale_result() {
+    let case = "stale_while_revalidate_refreshes_in_one_call_while_others_get_the_stale_result";
+    in_child(case, &[], || {
+        manager().set_mode(function_id!(revalidated), Mode::Cache);
+        assert_eq!(revalidated(1), 1);
+        std::thread::sleep(Duration::from_millis(150));
+        let refreshing = std::thread::spawn(|| revalidated(1));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        assert_eq!(revalidated(1), 1, "stale while the refresh runs");
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            refreshing.join().unwrap(),
+            2,
+            "the refreshing call runs the body"
+        );
+        assert_eq!(revalidated(1), 2, "then the refreshed result replays");
+        assert_eq!(REVALIDATIONS.load(Ordering::SeqCst), 2);
+    });
+}

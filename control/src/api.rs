@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cacheow_engine::{
     CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, MAX_WAIT_MS, MockEntry,
-    Mode, NewOutcome, OutcomeId, Stats, StoredOutcome,
+    Mode, NewOutcome, OutcomeId, Policy, Stats, StoredOutcome, policy,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -723,18 +723,20 @@ async fn set_config(function: &FunctionHandle, request: Request<Incoming>) -> Ap
     let codec = function.codec();
     let mut settings = Map::new();
     for (key, value) in body {
-        match codec.check_setting(&key, &value) {
+        let checked = Policy::check(&key, &value).or_else(|| codec.check_setting(&key, &value));
+        match checked {
             Some(Ok(())) => {
                 settings.insert(key, value);
             }
             Some(Err(reason)) => return Err(ApiError::field("invalid_field", key, reason)),
             None => {
-                let known = codec.setting_names();
-                let known = if known.is_empty() {
-                    "this function has no settings to change".to_owned()
-                } else {
-                    format!("the settings are: {}", known.join(", "))
-                };
+                let known: Vec<&str> = codec
+                    .setting_names()
+                    .iter()
+                    .chain(&policy::SETTINGS)
+                    .copied()
+                    .collect();
+                let known = format!("the settings are: {}", known.join(", "));
                 return Err(ApiError::field(
                     "invalid_field",
                     key.clone(),

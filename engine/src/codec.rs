@@ -7,6 +7,7 @@ use cacheow_storage::{Function, FunctionKind, Outcome, OutcomeType};
 use serde_json::{Map, Value};
 
 use crate::outcome::NewOutcome;
+use crate::policy::CacheIf;
 
 /// The longest recorded time (a call's duration, a stream chunk's offset)
 /// anything waits for on replay: one hour, in milliseconds.
@@ -90,6 +91,24 @@ pub trait OutcomeCodec: Send + Sync {
     /// The settings `check_setting` knows, for the error naming them.
     fn setting_names(&self) -> &[&str] {
         &[]
+    }
+
+    /// Which outcomes cache mode replays when `cache_if` is not set.
+    fn default_cache_if(&self) -> CacheIf {
+        CacheIf::Any
+    }
+
+    /// True when the outcome is a failure: an exception, or a stream that
+    /// broke off.
+    fn failed(&self, outcome: &Outcome) -> bool {
+        outcome.outcome_type == OutcomeType::Exception
+            || (outcome.outcome_type == OutcomeType::Stream && outcome.exception_type.is_some())
+    }
+
+    /// The outcome's result code, for kinds that have one (HTTP: its status).
+    fn status(&self, outcome: &Outcome) -> Option<u16> {
+        let _ = outcome;
+        None
     }
 }
 

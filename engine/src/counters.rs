@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cacheow_storage::{Stats, Timestamp};
 
-use crate::decide::Source;
+use crate::decide::{Guard, Source};
 use crate::function::{Finished, Unrecorded};
 
 #[derive(Default)]
@@ -18,6 +18,11 @@ pub(crate) struct Counters {
     exceptions: AtomicU64,
     upstream_calls: AtomicU64,
     persist_failures: AtomicU64,
+    stale_served: AtomicU64,
+    refreshed: AtomicU64,
+    coalesced: AtomicU64,
+    budget_rejected: AtomicU64,
+    circuit_open: AtomicU64,
     total_duration_us: AtomicU64,
     /// Milliseconds since the epoch; 0 for never.
     last_called_ms: AtomicU64,
@@ -36,6 +41,11 @@ impl Counters {
             exceptions: stats.exceptions.into(),
             upstream_calls: stats.upstream_calls.into(),
             persist_failures: stats.persist_failures.into(),
+            stale_served: stats.stale_served.into(),
+            refreshed: stats.refreshed.into(),
+            coalesced: stats.coalesced.into(),
+            budget_rejected: stats.budget_rejected.into(),
+            circuit_open: stats.circuit_open.into(),
             total_duration_us: ((stats.total_duration_ms.max(0.0) * 1000.0) as u64).into(),
             last_called_ms: stats
                 .last_called_at
@@ -58,6 +68,16 @@ impl Counters {
     /// its error and duration, and why it left no outcome.
     pub(crate) fn count(&self, call: &Finished) {
         let bump = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
+        if call.refresh {
+            // Internal: a background refresh is an upstream call nobody
+            // waited for; callers' calls and durations stay theirs.
+            bump(&self.refreshed);
+            bump(&self.upstream_calls);
+            if call.error.is_some() {
+                bump(&self.exceptions);
+            }
+            return;
+        }
         bump(&self.total_calls);
         self.last_called_ms
             .store(Timestamp::now().unix_millis(), Ordering::Relaxed);
@@ -66,7 +86,15 @@ impl Counters {
         match call.source {
             Source::Cache => bump(&self.cache_hits),
             Source::Mock => bump(&self.mock_calls),
-            Source::Upstream => bump(&self.upstream_calls),
+            Source::Upstream if call.guard.is_none() => bump(&self.upstream_calls),
+            Source::Upstream => 0,
+            Source::Stale => bump(&self.stale_served),
+            Source::Coalesced => bump(&self.coalesced),
+        };
+        match call.guard {
+            Some(Guard::BudgetExceeded) => bump(&self.budget_rejected),
+            Some(Guard::CircuitOpen) => bump(&self.circuit_open),
+            None => 0,
         };
         if call.cache_miss {
             bump(&self.cache_misses);
@@ -108,6 +136,11 @@ impl Counters {
                 .then(|| Timestamp::from_unix_millis(last_called_ms)),
             unrecorded,
             persist_failures: get(&self.persist_failures),
+            stale_served: get(&self.stale_served),
+            refreshed: get(&self.refreshed),
+            coalesced: get(&self.coalesced),
+            budget_rejected: get(&self.budget_rejected),
+            circuit_open: get(&self.circuit_open),
         }
     }
 }
@@ -119,16 +152,7 @@ mod tests {
     use super::*;
 
     fn finished(source: Source) -> Finished {
-        Finished {
-            call_key: None,
-            source,
-            cache_miss: false,
-            outcome_id: None,
-            elapsed: Duration::from_millis(2),
-            status: None,
-            error: None,
-            unrecorded: None,
-        }
+        Finished::of(None, source, Duration::from_millis(2))
     }
 
     #[test]

@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 use crate::codec::{JsonCodec, OutcomeCodec};
 use crate::error::EngineError;
 use crate::function::{FunctionHandle, FunctionState};
+use crate::limits::Spending;
 use crate::outcomes::{HotCache, Outcomes, hot_cache};
+use crate::policy::Budget;
 
 /// How often changed counters are written to the index.
 const STATS_FLUSH_EVERY: Duration = Duration::from_millis(500);
@@ -31,6 +33,9 @@ pub struct EngineOptions {
     /// Bytes of memory the cache of hot outcomes may hold (estimated);
     /// every other outcome stays in the store until a call needs it.
     pub memory_cache_bytes: u64,
+    /// A cost guard over every function together, beside each function's
+    /// own `max_upstream_calls`.
+    pub max_upstream_calls: Option<Budget>,
 }
 
 impl EngineOptions {
@@ -44,6 +49,7 @@ impl Default for EngineOptions {
             default_mode: Mode::default(),
             durable: false,
             memory_cache_bytes: Self::DEFAULT_MEMORY_CACHE_BYTES,
+            max_upstream_calls: None,
         }
     }
 }
@@ -87,6 +93,8 @@ pub(crate) struct Shared {
     codecs: RwLock<HashMap<FunctionKind, Arc<dyn OutcomeCodec>>>,
     /// The codec of kinds nobody registered one for.
     json_codec: Arc<dyn OutcomeCodec>,
+    /// Upstream calls of every function, for the global budget.
+    spending: Spending,
 }
 
 impl Shared {
@@ -98,6 +106,14 @@ impl Shared {
             .get(&kind)
             .cloned()
             .unwrap_or_else(|| self.json_codec.clone())
+    }
+
+    /// The global budget and what it has spent, when one is set.
+    pub(crate) fn global_budget(&self) -> Option<(&Spending, &Budget)> {
+        self.options
+            .max_upstream_calls
+            .as_ref()
+            .map(|budget| (&self.spending, budget))
     }
 }
 
@@ -150,6 +166,7 @@ impl Engine {
             functions,
             codecs: RwLock::default(),
             json_codec: Arc::new(JsonCodec),
+            spending: Spending::default(),
         });
         spawn_stats_flusher(Arc::downgrade(&shared));
         Ok(Engine { shared })

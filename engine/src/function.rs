@@ -16,11 +16,17 @@ use tokio::sync::oneshot;
 
 use crate::codec::{CodecError, OutcomeCodec, Preview};
 use crate::counters::Counters;
-use crate::decide::{self, AnyOutcome, Decision, ReplayFilter, Source};
+use crate::decide::{
+    self, AnyOutcome, Decision, Guard, Guards, Overrides, Refusal, ReplayFilter, Source,
+};
 use crate::engine::Shared;
-use crate::error::{EngineError, NoMockOutcome};
+use crate::error::EngineError;
+use crate::flights::Flights;
+use crate::limits::{Breaker, Spending};
 use crate::outcome::{NewOutcome, StoredOutcome};
 use crate::outcomes::{Outcomes, Recorded, Ticket};
+use crate::park::park_until;
+use crate::policy::Policy;
 
 /// How many recent calls each function remembers.
 const RECENT_CALLS: usize = 50;
@@ -65,16 +71,22 @@ pub enum Unrecorded {
     /// The upstream led back to cacheow itself, which refused the request
     /// as a loop; the refusal was passed on, not kept.
     Loop,
+    /// The caller asked for nothing to be kept (`Cache-Control: no-store`).
+    NoStore,
+    /// The caller asked to go straight through (`x-cacheow-mode: bypass`).
+    Bypass,
 }
 
 impl Unrecorded {
     /// Every reason.
-    pub const ALL: [Unrecorded; 5] = [
+    pub const ALL: [Unrecorded; 7] = [
         Unrecorded::ClientGone,
         Unrecorded::Oversize,
         Unrecorded::RequestOversize,
         Unrecorded::NotSerializable,
         Unrecorded::Loop,
+        Unrecorded::NoStore,
+        Unrecorded::Bypass,
     ];
 
     /// The name used in stats, recent calls and logs.
@@ -85,26 +97,38 @@ impl Unrecorded {
             Unrecorded::RequestOversize => "request_oversize",
             Unrecorded::NotSerializable => "not_serializable",
             Unrecorded::Loop => "loop",
+            Unrecorded::NoStore => "no_store",
+            Unrecorded::Bypass => "bypass",
         }
     }
 }
 
 pub(crate) struct FunctionState {
     meta: RwLock<Function>,
+    /// The cache policy read from `meta.config`; `None` until first asked
+    /// for after a change.
+    policy: RwLock<Option<Arc<Policy>>>,
     outcomes: Outcomes,
     counters: Counters,
     stats_dirty: AtomicBool,
     recent: Mutex<VecDeque<RecentCall>>,
+    flights: Arc<Flights>,
+    spending: Spending,
+    breaker: Breaker,
 }
 
 impl FunctionState {
     pub(crate) fn new(function: Function, stats: Stats, outcomes: Outcomes) -> Self {
         Self {
             meta: RwLock::new(function),
+            policy: RwLock::new(None),
             outcomes,
             counters: Counters::from_stats(stats),
             stats_dirty: AtomicBool::new(false),
             recent: Mutex::new(VecDeque::new()),
+            flights: Arc::default(),
+            spending: Spending::default(),
+            breaker: Breaker::default(),
         }
     }
 
@@ -113,6 +137,7 @@ impl FunctionState {
     /// stay.
     pub(crate) fn reload(&self, function: Function, outcome_count: u64) {
         *write(&self.meta) = function;
+        *write(&self.policy) = None;
         self.outcomes.reload(outcome_count);
     }
 
@@ -170,6 +195,28 @@ pub struct Finished {
     pub error: Option<String>,
     /// Why a real call left no outcome, if it did not.
     pub unrecorded: Option<Unrecorded>,
+    /// A guard that stopped the call (or that a stale reply stood in for).
+    pub guard: Option<Guard>,
+    /// A background refresh (`stale_while_revalidate`), not a caller's call.
+    pub refresh: bool,
+}
+
+impl Finished {
+    /// A call from `source` with nothing else to say yet.
+    pub fn of(call_key: Option<CallKey>, source: Source, elapsed: Duration) -> Self {
+        Finished {
+            call_key,
+            source,
+            cache_miss: false,
+            outcome_id: None,
+            elapsed,
+            status: None,
+            error: None,
+            unrecorded: None,
+            guard: None,
+            refresh: false,
+        }
+    }
 }
 
 /// A recorded outcome on its way to disk.
@@ -197,28 +244,11 @@ impl Recording {
     /// called from async code blocks its thread anyway).
     pub fn persisted_blocking(self) -> Result<(), WriteError> {
         match self.ack {
-            Some(rx) => park_until(rx).unwrap_or(Err(WriteError::WriterGone)),
+            Some(rx) => park_until(rx, None)
+                .and_then(Result::ok)
+                .unwrap_or(Err(WriteError::WriterGone)),
             None => Ok(()),
         }
-    }
-}
-
-/// Polls `future` on this thread, parking it between wake-ups.
-fn park_until<F: std::future::Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
     }
 }
 
@@ -267,17 +297,22 @@ impl FunctionHandle {
     }
 
     /// Decides how to serve a call with this key (counted once it finishes).
-    pub fn decide(&self, key: &CallKey) -> Result<Decision, NoMockOutcome> {
-        self.decide_with(Some(key), &AnyOutcome)
+    pub fn decide(&self, key: &CallKey) -> Result<Decision, Refusal> {
+        self.decide_with(Some(key), &AnyOutcome, Overrides::default())
     }
 
     /// `decide` for a call that may have no key (its arguments were over the
-    /// size cap) and whose layer narrows which outcomes may answer it.
+    /// size cap), whose layer narrows which outcomes may answer it, and
+    /// whose caller asked for `overrides`.
     pub fn decide_with(
         &self,
         key: Option<&CallKey>,
         filter: &dyn ReplayFilter,
-    ) -> Result<Decision, NoMockOutcome> {
+        overrides: Overrides,
+    ) -> Result<Decision, Refusal> {
+        let policy = self.policy();
+        let codec = self.codec();
+        let global = self.shared.global_budget();
         let meta = read(&self.state.meta);
         decide::decide(decide::Call {
             function: meta.id,
@@ -287,7 +322,51 @@ impl FunctionHandle {
             outcomes: &self.state.outcomes,
             key,
             filter,
+            policy: &policy,
+            codec: &*codec,
+            guards: Guards {
+                flights: &self.state.flights,
+                spending: &self.state.spending,
+                breaker: &self.state.breaker,
+                global,
+            },
+            overrides,
         })
+    }
+
+    /// The function's cache policy, as its config sets it.
+    pub fn policy(&self) -> Arc<Policy> {
+        if let Some(policy) = read(&self.state.policy).as_ref() {
+            return policy.clone();
+        }
+        let codec = self.codec();
+        // Internal: stored while the settings are read-locked, so a change
+        // (which clears the policy under the write lock) cannot be undone
+        // by a policy computed from the settings before it.
+        let meta = read(&self.state.meta);
+        let (policy, invalid) =
+            Policy::from_config(&meta.config, Policy::defaults(codec.default_cache_if()));
+        for reason in invalid {
+            tracing::warn!(function = %meta.id, %reason, "ignoring an invalid setting in the function's config; fix it through the API or in function.json");
+        }
+        let policy = Arc::new(policy);
+        *write(&self.state.policy) = Some(policy.clone());
+        policy
+    }
+
+    /// Notes whether an upstream call failed (a transport failure, or a
+    /// result the policy's `error_statuses` names), for the circuit breaker.
+    pub fn note_upstream(&self, failed: bool) {
+        if let Some(settings) = &self.policy().circuit_breaker
+            && self.state.breaker.note(settings, failed)
+        {
+            tracing::warn!(function = %self.id(), failures = settings.failures, open_for = ?settings.open_for, "circuit breaker opened: calls will not go upstream for a while");
+        }
+    }
+
+    /// True when a result with this status counts as an upstream failure.
+    pub fn is_error_status(&self, status: u16) -> bool {
+        self.policy().error_statuses.contains(status)
     }
 
     /// Counts a finished call (the only place calls are counted) and
@@ -295,7 +374,11 @@ impl FunctionHandle {
     pub fn finish(&self, call: Finished) {
         self.state.counters.count(&call);
         if let Some(reason) = call.unrecorded {
-            tracing::warn!(function = %self.id(), reason = reason.as_str(), "call not recorded");
+            if matches!(reason, Unrecorded::NoStore | Unrecorded::Bypass) {
+                tracing::debug!(function = %self.id(), reason = reason.as_str(), "call not recorded, as the caller asked");
+            } else {
+                tracing::warn!(function = %self.id(), reason = reason.as_str(), "call not recorded");
+            }
         }
         self.state.stats_dirty.store(true, Ordering::Release);
         let entry = RecentCall {
@@ -573,6 +656,7 @@ impl FunctionHandle {
         let snapshot = {
             let mut meta = write(&self.state.meta);
             change(&mut meta);
+            *write(&self.state.policy) = None;
             meta.clone()
         };
         self.shared.writer.submit(Write::PutFunction(snapshot));

@@ -1,9 +1,12 @@
 //! `cacheow-engine` owns the engine: for each call to a wrapped function it decides,
-//! from the function's mode, whether to call the real thing or replay a stored
-//! outcome (cache key match, or weighted mock choice), applies latency, keeps
-//! stats and hands new outcomes to the store's background writer. It keeps an
-//! in-memory index so the replay path does no disk I/O. It knows nothing of
-//! HTTP or TLS: the proxy maps requests to calls and outcomes to responses.
+//! from the function's mode and cache policy, whether to call the real thing
+//! or replay a stored outcome (cache key match within its ttl, a stale one
+//! while it refreshes or when the upstream fails, or a weighted mock choice),
+//! coalesces identical calls in flight, guards the upstream (budget, circuit
+//! breaker), applies latency, keeps stats and hands new outcomes to the
+//! store's background writer; a bounded cache keeps hot outcomes in memory.
+//! It knows nothing of HTTP or TLS: the proxy maps requests to calls and
+//! outcomes to responses.
 //!
 //! ```
 //! use cacheow_engine::{CallKey, CallKeyExt, Decision, Engine, EngineOptions, FunctionKind, FunctionSpec, Mode, NewOutcome};
@@ -30,10 +33,14 @@ mod counters;
 mod decide;
 mod engine;
 mod error;
+mod flights;
 mod function;
 mod keys;
+mod limits;
 mod outcome;
 mod outcomes;
+mod park;
+pub mod policy;
 
 pub use cacheow_storage::{
     CallKey, Function, FunctionId, FunctionKind, IdError, MockEntry, Mode, OpenError, Outcome,
@@ -41,9 +48,13 @@ pub use cacheow_storage::{
     WriteError,
 };
 pub use codec::{CodecError, MAX_WAIT_MS, OutcomeCodec, Preview, json_prefix, json_preview};
-pub use decide::{AnyOutcome, CallReason, Decision, ReplayFilter, Source};
+pub use decide::{
+    AnyOutcome, CallReason, Decision, Guard, Overrides, Refusal, ReplayFilter, Source,
+};
 pub use engine::{Engine, EngineOptions, FunctionSpec};
 pub use error::{EngineError, NoMockOutcome};
+pub use flights::{Follow, Landing, Lead, Waited};
 pub use function::{Finished, FunctionHandle, RecentCall, Recording, Unrecorded};
 pub use keys::{CallKeyExt, canonical_json};
 pub use outcome::{NewOutcome, StoredOutcome};
+pub use policy::Policy;

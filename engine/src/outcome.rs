@@ -156,6 +156,12 @@ impl StoredOutcome {
         self.seen().1
     }
 
+    /// Since the outcome was last recorded.
+    pub fn age(&self) -> std::time::Duration {
+        let now = Timestamp::now().unix_millis();
+        std::time::Duration::from_millis(now.saturating_sub(self.last_seen_at().unix_millis()))
+    }
+
     /// The outcome with its current count and time.
     pub fn snapshot(&self) -> Outcome {
         let (count, last_seen_at) = self.seen();

@@ -51,7 +51,8 @@ fn cache_mode_replays_on_key_match_and_skips_mock_only() {
     assert!(matches!(
         miss,
         Decision::Call {
-            reason: CallReason::CacheMiss
+            reason: CallReason::CacheMiss,
+            ..
         }
     ));
     f.record(Some(key), NewOutcome::returned(json!(1)));
@@ -66,14 +67,8 @@ fn cache_mode_replays_on_key_match_and_skips_mock_only() {
 /// What a caller reports once a call is over; calls are counted there.
 fn finished(source: Source, cache_miss: bool) -> Finished {
     Finished {
-        call_key: None,
-        source,
         cache_miss,
-        outcome_id: None,
-        elapsed: std::time::Duration::from_millis(1),
-        status: None,
-        error: None,
-        unrecorded: None,
+        ..Finished::of(None, source, std::time::Duration::from_millis(1))
     }
 }
 

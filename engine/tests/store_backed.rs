@@ -166,10 +166,15 @@ fn a_uniform_mock_choice_finds_the_only_outcome_a_call_accepts() {
     f.set_mode(Mode::Mock);
     let unseen = CallKey::of_bytes(b"never recorded");
     for wanted in [0, 1234, 1999] {
-        let decision = f.decide_with(Some(&unseen), &Only(json!(wanted))).unwrap();
+        let decision = f
+            .decide_with(Some(&unseen), &Only(json!(wanted)), Default::default())
+            .unwrap();
         assert_eq!(replayed(decision), json!(wanted));
     }
-    assert!(f.decide_with(Some(&unseen), &Only(json!("none"))).is_err());
+    assert!(
+        f.decide_with(Some(&unseen), &Only(json!("none")), Default::default())
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

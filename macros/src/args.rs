@@ -5,7 +5,22 @@ use syn::LitStr;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 
-const EXPECTED: &str = "expected `ignore = \"a, b\"` or `name = \"…\"`";
+const EXPECTED: &str = "expected `ignore = \"a, b\"`, `name = \"…\"`, or a cache setting: `ttl`, `stale_while_revalidate`, `stale_if_error`, `cache_if`, `max_upstream_calls` (strings) or `coalesce` (true or false)";
+
+/// Cache settings written as strings, as in the config file and the API.
+const TEXT_SETTINGS: [&str; 5] = [
+    "ttl",
+    "stale_while_revalidate",
+    "stale_if_error",
+    "cache_if",
+    "max_upstream_calls",
+];
+
+/// One cache setting of the function, checked when cacheow first sees it.
+pub(crate) enum Setting {
+    Text(LitStr),
+    Flag(syn::LitBool),
+}
 
 /// What the attribute asked for, syntactically valid but not yet checked
 /// against the function (that is `validate`'s job).
@@ -16,6 +31,8 @@ pub(crate) struct Args {
     pub(crate) ignore: Vec<(String, Span)>,
     /// A stable identity replacing the function's path.
     pub(crate) name: Option<LitStr>,
+    /// Cache settings, by name, in the order written.
+    pub(crate) settings: Vec<(String, Setting)>,
 }
 
 impl Args {
@@ -45,6 +62,26 @@ impl Args {
                     ));
                 }
                 args.name = Some(lit);
+                Ok(())
+            } else if let Some(key) = TEXT_SETTINGS.iter().find(|k| meta.path.is_ident(k)) {
+                if args.settings.iter().any(|(seen, _)| seen == key) {
+                    return Err(meta.error(format!("duplicate option `{key}`; give it once")));
+                }
+                let lit = string_value(&meta, &format!("{key} = \"…\""))?;
+                args.settings.push(((*key).to_owned(), Setting::Text(lit)));
+                Ok(())
+            } else if meta.path.is_ident("coalesce") {
+                if args.settings.iter().any(|(seen, _)| seen == "coalesce") {
+                    return Err(meta.error("duplicate option `coalesce`; give it once"));
+                }
+                let value = meta
+                    .value()
+                    .map_err(|_| meta.error("expected `coalesce = false`"))?;
+                let flag = value.parse::<syn::LitBool>().map_err(|e| {
+                    syn::Error::new(e.span(), "expected true or false, as in `coalesce = false`")
+                })?;
+                args.settings
+                    .push(("coalesce".to_owned(), Setting::Flag(flag)));
                 Ok(())
             } else {
                 let option = meta.path.get_ident().map_or_else(

@@ -8,7 +8,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, FnArg, ItemFn, ReturnType};
 
-use crate::args::Args;
+use crate::args::{Args, Setting};
 use crate::validate::{Kind, Plan, validate};
 
 /// The whole attribute: on any error, the error plus the function as it was
@@ -101,6 +101,10 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
         .map(|ty| respan(ty, ret_span))
         .map(|ty| quote_spanned!(ret_span=> ::cacheow::__private::assert_return::<#ty>();));
 
+    let settings = plan.settings.iter().map(|(key, setting)| match setting {
+        Setting::Text(text) => quote!((#key, ::cacheow::__private::SettingValue::Text(#text))),
+        Setting::Flag(flag) => quote!((#key, ::cacheow::__private::SettingValue::Flag(#flag))),
+    });
     let identity = match &plan.name {
         Some(name) => quote!(#name),
         None => quote!(::cacheow::__private::identity_of(&__cacheow_identity)),
@@ -171,6 +175,7 @@ pub(crate) fn expand(function: ItemFn, plan: &Plan) -> TokenStream {
             static __CACHEOW_SITE: ::cacheow::__private::Site = ::cacheow::__private::Site::new(
                 ::cacheow::__private::FunctionKind::#kind,
                 __cacheow_identity,
+                &[#(#settings),*],
             );
             #(#return_checks)*
             let __cacheow_call = __CACHEOW_SITE.start(|__cacheow_key| {

@@ -42,6 +42,14 @@ use proc_macro::TokenStream;
 /// - `name = "billing::fetch_invoice"`: the function's identity in the
 ///   store, instead of its module path, so that moving or renaming the
 ///   function keeps its recordings.
+/// - Cache settings, as in the proxy's config file and API, applied each
+///   time the program starts (a bad value panics at the first call, saying
+///   why): `ttl = "1h"`, `stale_if_error = "forever"`, `cache_if = "ok"`
+///   (replay `Ok` results only; the default `"any"` replays `Err` too),
+///   `max_upstream_calls = "100/1h"` (past it the call panics with
+///   `budget_exceeded`), `coalesce = false` (identical concurrent calls
+///   otherwise run the body once), `stale_while_revalidate = "10m"` (stale
+///   results answer while one call refreshes them in the foreground).
 ///
 /// ```
 /// use cacheow::cacheow;

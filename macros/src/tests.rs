@@ -46,6 +46,13 @@ fn options_accept_the_documented_forms() {
         quote!(ignore = "a"),
         quote!(name = "n"),
         quote!(ignore = "a", name = "n"),
+        quote!(
+            ttl = "1h",
+            stale_if_error = "forever",
+            cache_if = "ok",
+            coalesce = false
+        ),
+        quote!(stale_while_revalidate = "1m", max_upstream_calls = "100/1h"),
     ] {
         Args::parse(args.clone()).unwrap_or_else(|e| panic!("{args}: {e}"));
     }
@@ -58,9 +65,20 @@ fn options_accept_the_documented_forms() {
 #[test]
 fn options_reject_misuse_with_a_fix() {
     let error = |args: TokenStream| Args::parse(args).err().expect("an error").to_string();
+    let unknown = error(quote!(foo = "x"));
+    assert!(
+        unknown.starts_with("unknown option `foo`; expected `ignore = \"a, b\"`, `name = \"…\"`")
+            && unknown.contains("`ttl`"),
+        "{unknown}"
+    );
+    assert!(error(quote!(ttl = "1h", ttl = "2h")).starts_with("duplicate option `ttl`"));
     assert_eq!(
-        error(quote!(foo = "x")),
-        "unknown option `foo`; expected `ignore = \"a, b\"` or `name = \"…\"`"
+        error(quote!(ttl = 30)),
+        "expected a string, as in `ttl = \"…\"`"
+    );
+    assert_eq!(
+        error(quote!(coalesce = "no")),
+        "expected true or false, as in `coalesce = false`"
     );
     assert!(error(quote!(ignore = "a", ignore = "b")).starts_with("duplicate option `ignore`"));
     assert!(error(quote!(name = "a", name = "b")).starts_with("duplicate option `name`"));

@@ -52,6 +52,7 @@ pub(crate) struct Plan {
     pub(crate) codec: Codec,
     pub(crate) args: Vec<Arg>,
     pub(crate) name: Option<LitStr>,
+    pub(crate) settings: Vec<(String, crate::args::Setting)>,
 }
 
 /// Collects every error instead of stopping at the first, so one build
@@ -91,6 +92,7 @@ pub(crate) fn validate(args: Args, sig: &Signature) -> syn::Result<Plan> {
         codec,
         args: fn_args,
         name: args.name,
+        settings: args.settings,
     });
     errors.finish(plan)
 }

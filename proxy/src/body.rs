@@ -15,6 +15,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::live::{Following, Live};
+
 /// Errors a body can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,6 +52,8 @@ pub(crate) enum ProxyBody {
     /// A buffered head followed by a client's request body lent to the
     /// upstream call (see [`Lent`]).
     Lent { head: Option<Bytes>, rest: Lent },
+    /// Another call's live upstream body, followed as it arrives.
+    Follow(Following),
 }
 
 /// A request body lent to the upstream client. If the call fails before
@@ -99,10 +103,12 @@ impl ProxyBody {
     /// the client hangs up first (an SDK that stops reading at its last
     /// event), the rest is still read, for up to `finish_within`, so the
     /// stream is recorded as the upstream sent it.
+    /// Each chunk is also pushed to `live`, for calls that follow this one.
     pub(crate) fn tee(
         inner: Incoming,
         cap: usize,
         finish_within: Duration,
+        live: Option<Arc<Live>>,
         on_end: impl FnOnce(Captured) + Send + 'static,
     ) -> Self {
         ProxyBody::Tee(Box::new(Tee {
@@ -113,6 +119,7 @@ impl ProxyBody {
                 cap,
                 started: Instant::now(),
                 on_end: Some(Box::new(on_end)),
+                live,
             },
             finish_within,
         }))
@@ -149,10 +156,15 @@ struct Capture {
     started: Instant,
     /// `None` once told.
     on_end: Option<OnEnd>,
+    /// Where followers read the body as it arrives.
+    live: Option<Arc<Live>>,
 }
 
 impl Capture {
     fn push(&mut self, data: &Bytes) {
+        if let Some(live) = &self.live {
+            live.push(data);
+        }
         self.size += data.len();
         if self.size > self.cap {
             // Internal: drop what was kept so memory stays bounded by the
@@ -177,7 +189,16 @@ impl Capture {
         }
     }
 
-    fn end(&mut self, captured: Captured) {
+    /// Hands `captured` on; `whole` says whether the upstream body was read
+    /// to its clean end (an oversize capture may or may not have been).
+    fn end(&mut self, captured: Captured, whole: bool) {
+        if let Some(live) = self.live.take() {
+            live.end(match &captured {
+                _ if whole => Ok(()),
+                Captured::Broken { error, .. } => Err(error.clone()),
+                _ => Err("cacheow stopped reading the upstream body (over the size cap, or past the upstream timeout after its caller left)".into()),
+            });
+        }
         if let Some(on_end) = self.on_end.take() {
             on_end(captured);
         }
@@ -191,20 +212,22 @@ impl Capture {
                     Ok(frame) => {
                         if let Some(data) = frame.data_ref() {
                             self.push(data);
-                            if self.chunks.is_none() {
-                                return Captured::Oversize;
+                            // Internal: nobody reads on and nothing can be
+                            // recorded, unless a follower still does.
+                            if self.chunks.is_none() && self.live.is_none() {
+                                return (Captured::Oversize, false);
                             }
                         }
                     }
-                    Err(e) => return self.broken(e.to_string()),
+                    Err(e) => return (self.broken(e.to_string()), false),
                 }
             }
-            self.complete()
+            (self.complete(), true)
         };
-        let captured = tokio::time::timeout(within, rest)
+        let (captured, whole) = tokio::time::timeout(within, rest)
             .await
-            .unwrap_or(Captured::ClientGone);
-        self.end(captured);
+            .unwrap_or((Captured::ClientGone, false));
+        self.end(captured, whole);
     }
 }
 
@@ -220,11 +243,11 @@ impl Drop for Tee {
         // end can show up here.
         if inner.is_end_stream() {
             let captured = self.capture.complete();
-            self.capture.end(captured);
+            self.capture.end(captured, true);
             return;
         }
-        if self.capture.chunks.is_none() {
-            self.capture.end(Captured::Oversize);
+        if self.capture.chunks.is_none() && self.capture.live.is_none() {
+            self.capture.end(Captured::Oversize, false);
             return;
         }
         let capture = Capture {
@@ -233,6 +256,7 @@ impl Drop for Tee {
             cap: self.capture.cap,
             started: self.capture.started,
             on_end: self.capture.on_end.take(),
+            live: self.capture.live.take(),
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -240,7 +264,7 @@ impl Drop for Tee {
             }
             Err(_) => {
                 let mut capture = capture;
-                capture.end(Captured::ClientGone);
+                capture.end(Captured::ClientGone, false);
             }
         }
     }
@@ -314,6 +338,9 @@ impl Body for ProxyBody {
                 None => Pin::new(rest).poll_frame(cx).map_err(Into::into),
             },
             ProxyBody::Replay(replay) => replay.poll_next(cx),
+            ProxyBody::Follow(following) => following
+                .poll_next(cx)
+                .map(|next| next.map(|r| r.map(Frame::data).map_err(Into::into))),
             ProxyBody::Lent { head, rest } => match head.take() {
                 Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 None => rest.with(|body| match body.as_mut() {
@@ -335,11 +362,11 @@ impl Body for ProxyBody {
                     }
                     Some(Err(e)) => {
                         let captured = capture.broken(e.to_string());
-                        capture.end(captured);
+                        capture.end(captured, false);
                     }
                     None => {
                         let captured = capture.complete();
-                        capture.end(captured);
+                        capture.end(captured, true);
                     }
                 }
                 Poll::Ready(polled.map(|r| r.map_err(Into::into)))
@@ -353,6 +380,7 @@ impl Body for ProxyBody {
             ProxyBody::Chain { head, rest } => head.is_none() && rest.is_end_stream(),
             ProxyBody::Tee(tee) => tee.inner.as_ref().is_none_or(Incoming::is_end_stream),
             ProxyBody::Replay(replay) => replay.chunks.is_empty() && replay.end_error.is_none(),
+            ProxyBody::Follow(_) => false,
             ProxyBody::Lent { head, rest } => {
                 head.is_none()
                     && rest.with(|body| body.as_ref().is_none_or(Incoming::is_end_stream))
@@ -381,7 +409,7 @@ impl Body for ProxyBody {
                 .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint),
             // Internal: never exact, so a replayed stream is sent chunked
             // like the original rather than with a content-length.
-            ProxyBody::Replay(_) => SizeHint::new(),
+            ProxyBody::Replay(_) | ProxyBody::Follow(_) => SizeHint::new(),
             ProxyBody::Lent { head, rest } => {
                 let head = head.as_ref().map_or(0, |b| b.len() as u64);
                 let rest = rest.with(|body| body.as_ref().map(Incoming::size_hint));

@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// outcome stays on disk until a call needs it.
     #[arg(long, value_name = "BYTES", env = "CACHEOW_MEMORY_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub memory_cache_bytes: u64,
+    /// A cost guard over every function together, like "500/1h": past it, a
+    /// call that would go upstream gets 429 `budget_exceeded` [default:
+    /// `max_upstream_calls` of the config file; none].
+    #[arg(long, value_name = "CALLS/WINDOW", env = "CACHEOW_MAX_UPSTREAM_CALLS")]
+    pub max_upstream_calls: Option<String>,
     /// Config file with route patterns and call-key rules [default: ./cacheow.toml when present].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

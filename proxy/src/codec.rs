@@ -3,6 +3,7 @@
 //! so the API checks a manual reply, previews a recorded one and validates
 //! a replay setting without knowing HTTP itself.
 
+use cacheow_engine::policy::CacheIf;
 use cacheow_engine::{
     CodecError, Function, NewOutcome, Outcome, OutcomeCodec, OutcomeType, Preview, json_preview,
 };
@@ -96,6 +97,17 @@ impl OutcomeCodec for HttpCodec {
 
     fn setting_names(&self) -> &[&str] {
         &[replay::SPEED, replay::DURATION]
+    }
+
+    /// Any response, and streams that ended cleanly: a transport failure
+    /// says the upstream was unreachable, not what it answers.
+    fn default_cache_if(&self) -> CacheIf {
+        CacheIf::Results
+    }
+
+    fn status(&self, outcome: &Outcome) -> Option<u16> {
+        let status = outcome.value.get("status")?.as_u64()?;
+        u16::try_from(status).ok()
     }
 }
 

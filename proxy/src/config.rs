@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cacheow_control::ConnectionTimeouts;
-use cacheow_engine::Mode;
+use cacheow_engine::policy::{self, Budget};
+use cacheow_engine::{Mode, Policy};
 use serde::Deserialize;
 
 use crate::call_key::KeyRules;
@@ -92,6 +93,8 @@ pub struct Config {
     pub durable: bool,
     /// Memory for hot outcomes, in bytes.
     pub memory_cache_bytes: u64,
+    /// The cost guard over every function together.
+    pub max_upstream_calls: Option<Budget>,
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) redaction: Arc<Redaction>,
     /// Record cap.
@@ -209,6 +212,13 @@ impl Config {
             Some(path) => read_config_file(path)?,
             None => ConfigFile::default(),
         };
+        let max_upstream_calls = match &args.max_upstream_calls {
+            Some(text) => Some(
+                Budget::parse(&text.as_str().into())
+                    .map_err(|e| ConfigError(format!("--max-upstream-calls: {e}")))?,
+            ),
+            None => file.max_upstream_calls,
+        };
         Ok(Config {
             listen,
             data_dir: args.data_dir,
@@ -216,6 +226,7 @@ impl Config {
             default_mode,
             durable: args.durable,
             memory_cache_bytes: args.memory_cache_bytes,
+            max_upstream_calls,
             routes: Arc::new(RouteTable::new(file.rules)),
             redaction: Arc::new(file.redaction),
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
@@ -315,6 +326,8 @@ struct RawConfigFile {
     #[serde(default)]
     keep_set_cookie: bool,
     #[serde(default)]
+    max_upstream_calls: Option<toml::Spanned<String>>,
+    #[serde(default)]
     route: Vec<RawRoute>,
 }
 
@@ -334,12 +347,48 @@ struct RawRoute {
     replay_speed: Option<toml::Spanned<f64>>,
     #[serde(default)]
     replay_duration: Option<bool>,
+    #[serde(default)]
+    ttl: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    stale_while_revalidate: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    stale_if_error: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    error_statuses: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    coalesce: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    cache_if: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    max_upstream_calls: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    circuit_breaker: Option<toml::Spanned<toml::Value>>,
+}
+
+impl RawRoute {
+    /// The cache-policy settings the route sets, by name.
+    fn policy_settings(&self) -> [(&'static str, Option<&toml::Spanned<toml::Value>>); 8] {
+        [
+            (policy::TTL, self.ttl.as_ref()),
+            (
+                policy::STALE_WHILE_REVALIDATE,
+                self.stale_while_revalidate.as_ref(),
+            ),
+            (policy::STALE_IF_ERROR, self.stale_if_error.as_ref()),
+            (policy::ERROR_STATUSES, self.error_statuses.as_ref()),
+            (policy::COALESCE, self.coalesce.as_ref()),
+            (policy::CACHE_IF, self.cache_if.as_ref()),
+            (policy::MAX_UPSTREAM_CALLS, self.max_upstream_calls.as_ref()),
+            (policy::CIRCUIT_BREAKER, self.circuit_breaker.as_ref()),
+        ]
+    }
 }
 
 #[derive(Debug, Default)]
 struct ConfigFile {
     rules: Vec<RouteRule>,
     redaction: Redaction,
+    max_upstream_calls: Option<Budget>,
 }
 
 fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
@@ -353,7 +402,7 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         .map_err(|e| ConfigError(format!("config file `{}`: {e}", path.display())))?;
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let mut rules = Vec::new();
-    for (i, route) in raw.route.into_iter().enumerate() {
+    for (i, mut route) in raw.route.into_iter().enumerate() {
         let pattern = RoutePattern::parse(route.pattern.get_ref()).map_err(|reason| {
             ConfigError(format!(
                 "config file `{}`, line {}, key route[{i}].pattern: {reason}",
@@ -372,8 +421,8 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
             None => None,
         };
         let keys = KeyRules {
-            ignore_query: route.ignore_query,
-            ignore_body_fields: route.ignore_body_fields,
+            ignore_query: std::mem::take(&mut route.ignore_query),
+            ignore_body_fields: std::mem::take(&mut route.ignore_body_fields),
             include_headers: route
                 .include_headers
                 .iter()
@@ -395,9 +444,40 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         if let Some(on) = route.replay_duration {
             initial_config.insert(crate::replay::DURATION.into(), on.into());
         }
+        for (key, setting) in route.policy_settings() {
+            let Some(setting) = setting else {
+                continue;
+            };
+            let at = |reason: String| {
+                ConfigError(format!(
+                    "config file `{}`, line {}, key route[{i}].{key}: {reason}",
+                    path.display(),
+                    line_of(setting.span().start)
+                ))
+            };
+            let value = serde_json::to_value(setting.get_ref())
+                .map_err(|e| at(format!("cannot read it: {e}")))?;
+            if let Some(Err(reason)) = Policy::check(key, &value) {
+                return Err(at(reason));
+            }
+            initial_config.insert(key.into(), value);
+        }
         rules.push(RouteRule::new(pattern, mode, keys, initial_config));
     }
+    let max_upstream_calls = match &raw.max_upstream_calls {
+        Some(text) => Some(
+            Budget::parse(&text.get_ref().as_str().into()).map_err(|reason| {
+                ConfigError(format!(
+                    "config file `{}`, line {}, key max_upstream_calls: {reason}",
+                    path.display(),
+                    line_of(text.span().start)
+                ))
+            })?,
+        ),
+        None => None,
+    };
     Ok(ConfigFile {
+        max_upstream_calls,
         rules,
         redaction: Redaction {
             headers: raw

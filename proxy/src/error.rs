@@ -106,6 +106,14 @@ pub(crate) enum Kind {
     Transport(ErrorKind),
     /// Mock mode had nothing to replay.
     NoMockOutcome,
+    /// `Cache-Control: only-if-cached`, and nothing fresh was stored.
+    NotCached,
+    /// A per-request control header (`x-cacheow-mode`) is not understood.
+    BadControl,
+    /// The upstream budget (`max_upstream_calls`) is spent.
+    BudgetExceeded,
+    /// The circuit breaker is open.
+    CircuitOpen,
     /// A stored outcome could not be turned into a reply.
     InvalidOutcome,
     /// `--durable` could not store what the upstream answered.
@@ -132,6 +140,10 @@ impl Kind {
         match self {
             Kind::Transport(kind) => kind.as_str(),
             Kind::NoMockOutcome => "no_mock_outcome",
+            Kind::NotCached => "not_cached",
+            Kind::BadControl => "bad_control",
+            Kind::BudgetExceeded => "budget_exceeded",
+            Kind::CircuitOpen => "circuit_open",
             Kind::InvalidOutcome => "invalid_outcome",
             Kind::PersistFailed => "persist_failed",
             Kind::BodyTimeout => "body_timeout",
@@ -151,6 +163,10 @@ impl Kind {
             // Internal: mock mode with nothing to replay is how its user set
             // it up, not a fault of cacheow's.
             Kind::NoMockOutcome
+            | Kind::NotCached
+            | Kind::BadControl
+            | Kind::BudgetExceeded
+            | Kind::CircuitOpen
             | Kind::BodyTimeout
             | Kind::BadTarget(_)
             | Kind::LoopDetected
@@ -165,7 +181,10 @@ impl Kind {
     fn status(self) -> Option<StatusCode> {
         Some(match self {
             Kind::Transport(ErrorKind::ConnectionReset) => return None,
-            Kind::Transport(ErrorKind::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Kind::Transport(ErrorKind::Timeout) | Kind::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            Kind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Kind::BadControl => StatusCode::BAD_REQUEST,
+            Kind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Transport(_) | Kind::NoMockOutcome | Kind::InvalidOutcome => {
                 StatusCode::BAD_GATEWAY
             }
@@ -198,6 +217,8 @@ pub(crate) struct ProxyError {
     /// Where the failure came from: `upstream` when it just happened,
     /// `cache` or `mock` when it is a replay.
     source: Option<Source>,
+    /// When the client may try again (`Retry-After`).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ProxyError {
@@ -207,7 +228,14 @@ impl ProxyError {
             message: message.into(),
             function: None,
             source: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client when to try again.
+    pub(crate) fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// The same error, for a request to `function` that never became a call.
@@ -268,6 +296,12 @@ impl ProxyError {
         }
         if let Some(source) = self.source {
             h.insert(headers::SOURCE, HeaderValue::from_static(source.as_str()));
+        }
+        if let Some(wait) = self.retry_after {
+            // Internal: whole seconds, rounded up so a client that obeys
+            // never comes back early.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            h.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         match self.kind {
             Kind::ProxyAuthRequired => {
@@ -360,6 +394,9 @@ mod tests {
                 StatusCode::GATEWAY_TIMEOUT,
             ),
             (Kind::NoMockOutcome, StatusCode::BAD_GATEWAY),
+            (Kind::NotCached, StatusCode::GATEWAY_TIMEOUT),
+            (Kind::BudgetExceeded, StatusCode::TOO_MANY_REQUESTS),
+            (Kind::CircuitOpen, StatusCode::SERVICE_UNAVAILABLE),
             (Kind::PersistFailed, StatusCode::INSUFFICIENT_STORAGE),
             (Kind::BodyTimeout, StatusCode::REQUEST_TIMEOUT),
             (Kind::LoopDetected, StatusCode::LOOP_DETECTED),

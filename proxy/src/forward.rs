@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cacheow_engine::{
-    CallKey, CallReason, Decision, Finished, FunctionHandle, FunctionKind, FunctionSpec,
-    NewOutcome, OutcomeType, ReplayFilter, Source, StoredOutcome, Unrecorded,
+    CallKey, Decision, Finished, Follow, FunctionHandle, FunctionKind, FunctionSpec, Guard,
+    Landing, Lead, NewOutcome, OutcomeType, Refusal, ReplayFilter, Source, StoredOutcome,
+    Unrecorded, Waited,
 };
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -18,8 +19,10 @@ use serde_json::{Value, json};
 
 use crate::body::{Captured, Lent, ProxyBody};
 use crate::call_key::{KeyInput, call_key};
+use crate::controls::take_overrides;
 use crate::error::{AbortConnection, ErrorKind, Kind, ProxyError, Reply};
 use crate::headers::{self, strip_hop_by_hop};
+use crate::live::Live;
 use crate::outcome_http::{
     Ending, Prepared, body_to_json, headers_to_json, prepare, response_fingerprint,
     response_outcome,
@@ -106,6 +109,14 @@ pub(crate) async fn pipeline(
                 .respond();
         }
     };
+    let mut overrides = match take_overrides(&mut parts.headers) {
+        Ok(overrides) => overrides,
+        Err(message) => {
+            return ProxyError::new(Kind::BadControl, message)
+                .for_function(function.id())
+                .respond();
+        }
+    };
     // Internal: moved out, so the upstream request takes them without a
     // copy; `call` keeps the rest of the head.
     let headers = std::mem::take(&mut parts.headers);
@@ -135,32 +146,73 @@ pub(crate) async fn pipeline(
         cache_miss: false,
     };
     let filter = RequestFilter { headers: &headers };
-    match function.decide_with(key.as_ref(), &filter) {
-        Ok(Decision::Replay {
-            outcome,
-            source,
-            delay,
-        }) => {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            call.replay(&outcome, source).await
-        }
-        Ok(Decision::Call { reason }) => {
-            call.cache_miss = matches!(reason, CallReason::CacheMiss);
-            match body {
-                RequestBody::Whole(bytes) => call.upstream(bytes, headers).await,
-                RequestBody::Oversize { head, rest } => {
-                    call.pass_through(head, rest, headers).await
+    loop {
+        match function.decide_with(key.as_ref(), &filter, overrides) {
+            Ok(Decision::Replay {
+                outcome,
+                source,
+                delay,
+                age,
+                refresh,
+                guard,
+            }) => {
+                if let (Some(lead), RequestBody::Whole(bytes)) = (refresh, &body) {
+                    call.refresh_in_background(lead, bytes.clone(), headers.clone());
                 }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let stood_in_for = guard.map(|g| HeaderValue::from_static(g.code()));
+                return call.replay(&outcome, source, age, stood_in_for).await;
             }
+            Ok(Decision::Call {
+                reason,
+                unrecorded,
+                fallback,
+                lead,
+            }) => {
+                call.cache_miss = reason.is_cache_miss();
+                let plan = Plan {
+                    unrecorded,
+                    fallback,
+                    lead,
+                };
+                return match body {
+                    RequestBody::Whole(bytes) => call.upstream(bytes, headers, plan).await,
+                    RequestBody::Oversize { head, rest } => {
+                        call.pass_through(head, rest, headers).await
+                    }
+                };
+            }
+            Ok(Decision::Follow { flight, fallback }) => {
+                if let Some(reply) = call.follow(flight, fallback, &filter).await {
+                    return reply;
+                }
+                // Internal: the call it waited for left nothing to replay,
+                // or took too long; this one goes on its own.
+                overrides.alone = true;
+            }
+            Err(refusal) => return call.refused(&refusal),
         }
-        Err(no_outcome) => call.fail(
-            ProxyError::new(Kind::NoMockOutcome, no_outcome.to_string()),
-            Source::Mock,
-            None,
-            None,
-        ),
+    }
+}
+
+/// What an upstream-bound call does with what it gets.
+struct Plan {
+    /// Why the answer is not to be recorded; `None` records it.
+    unrecorded: Option<Unrecorded>,
+    /// What may answer instead when the upstream fails.
+    fallback: Option<Arc<StoredOutcome>>,
+    /// Identical calls waiting for this one.
+    lead: Option<Lead>,
+}
+
+impl Plan {
+    /// Tells the calls waiting for this one what it recorded.
+    fn land(&mut self, outcome: Option<cacheow_engine::OutcomeId>) {
+        if let Some(lead) = self.lead.take() {
+            lead.land(outcome);
+        }
     }
 }
 
@@ -170,29 +222,11 @@ struct RequestFilter<'a> {
 }
 
 impl ReplayFilter for RequestFilter<'_> {
-    fn accepts(&self, outcome: &StoredOutcome, source: Source) -> bool {
-        // Internal: a failure to reach the upstream says nothing about the
-        // call, so cache mode tries again; mock mode may still serve it.
-        if source == Source::Cache && is_connect_failure(outcome.outcome()) {
-            return false;
-        }
+    // Internal: whether a recorded failure may replay in cache mode is the
+    // function's `cache_if` (by default no transport failure does).
+    fn accepts(&self, outcome: &StoredOutcome, _source: Source) -> bool {
         outcome.prepared(prepare).matches(self.headers)
     }
-}
-
-/// True for a recorded failure that happened before the upstream saw the
-/// request.
-fn is_connect_failure(outcome: &cacheow_engine::Outcome) -> bool {
-    outcome.outcome_type == OutcomeType::Exception
-        && outcome.exception_type.as_deref().is_some_and(|kind| {
-            [
-                ErrorKind::ConnectionRefused,
-                ErrorKind::DnsError,
-                ErrorKind::ConnectTimeout,
-            ]
-            .iter()
-            .any(|k| k.as_str() == kind)
-        })
 }
 
 /// Why a request body could not be read.
@@ -347,7 +381,7 @@ fn replay_duration(function: &FunctionHandle) -> bool {
 
 /// The state of one call while it is served.
 struct Call<'a> {
-    state: &'a AppState,
+    state: &'a Arc<AppState>,
     function: &'a FunctionHandle,
     /// The request head; its headers were moved out to go upstream.
     parts: &'a Parts,
@@ -360,9 +394,24 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Serves a stored outcome.
-    async fn replay(&self, outcome: &StoredOutcome, source: Source) -> Reply {
+    /// Serves a stored outcome last recorded `age` ago; a stale one that
+    /// stands in for a failure says which in `x-cacheow-error`.
+    async fn replay(
+        &self,
+        outcome: &StoredOutcome,
+        source: Source,
+        age: Duration,
+        stood_in_for: Option<HeaderValue>,
+    ) -> Reply {
         let prepared = outcome.prepared(prepare);
+        let stamp = |response: &mut Response<ProxyBody>| {
+            stamp_age(response, source, age);
+            if let Some(failure) = &stood_in_for {
+                response
+                    .headers_mut()
+                    .insert(headers::ERROR, failure.clone());
+            }
+        };
         let outcome_id = Some(outcome.outcome().id);
         match &prepared.reply {
             Prepared::Response {
@@ -375,9 +424,16 @@ impl Call<'_> {
                     let speed = replay_speed(self.function);
                     tokio::time::sleep(crate::replay::scaled_wait(*duration, speed)).await;
                 }
-                let response =
+                let mut response =
                     self.respond(*status, headers, ProxyBody::full(body.clone()), source);
-                self.finish(source, outcome_id, Some(status.as_u16()), None, None);
+                stamp(&mut response);
+                self.finish_replay(
+                    source,
+                    outcome_id,
+                    Some(status.as_u16()),
+                    None,
+                    &stood_in_for,
+                );
                 Ok(response)
             }
             Prepared::Stream {
@@ -388,13 +444,14 @@ impl Call<'_> {
             } => {
                 let speed = replay_speed(self.function);
                 let body = ProxyBody::replay(chunks.clone(), speed, broken.clone());
-                let response = self.respond(*status, headers, body, source);
-                self.finish(
+                let mut response = self.respond(*status, headers, body, source);
+                stamp(&mut response);
+                self.finish_replay(
                     source,
                     outcome_id,
                     Some(status.as_u16()),
                     broken.clone(),
-                    None,
+                    &stood_in_for,
                 );
                 Ok(response)
             }
@@ -449,11 +506,14 @@ impl Call<'_> {
 
     /// Calls upstream, streams the response to the client as it arrives and
     /// records it once it ends.
-    async fn upstream(&self, body: Bytes, headers: http::HeaderMap) -> Reply {
+    async fn upstream(&self, body: Bytes, headers: http::HeaderMap, mut plan: Plan) -> Reply {
         let request_record = self.request_record(body.clone(), headers.clone());
         let response = match self.send(ProxyBody::full(body), headers).await {
             Ok(response) => response,
-            Err(failure) => return self.record_failure(failure, request_record),
+            Err(failure) => {
+                self.function.note_upstream(true);
+                return self.record_failure(failure, request_record, plan).await;
+            }
         };
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -478,36 +538,63 @@ impl Call<'_> {
             };
             return Ok(Response::from_parts(parts, body));
         }
+        let failed = self.function.is_error_status(parts.status.as_u16());
+        self.function.note_upstream(failed);
+        if plan.unrecorded.is_some() {
+            self.finish(
+                Source::Upstream,
+                None,
+                Some(parts.status.as_u16()),
+                None,
+                plan.unrecorded,
+            );
+            let body = ProxyBody::Chain {
+                head: None,
+                rest: incoming,
+            };
+            let mut response = Response::from_parts(parts, body);
+            self.mark(&mut response, Source::Upstream);
+            return Ok(response);
+        }
         let head = Head {
             status: parts.status,
             headers: self.state.config.redaction.response_headers(&parts.headers),
             elapsed: self.started.elapsed(),
             request: request_record,
         };
+        if failed && let Some(stale) = plan.fallback.take() {
+            return self.stale_for_status(incoming, head, plan, &stale).await;
+        }
         let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
         if self.state.config.durable && sized {
-            return self.upstream_durable(parts, incoming, head).await;
+            return self.upstream_durable(parts, incoming, head, plan).await;
         }
         let function = self.function.clone();
         let key = self.key;
         let started = self.started;
         let cache_miss = self.cache_miss;
         let status = parts.status.as_u16();
+        let cap = self.state.config.max_body_bytes;
+        let live = plan.lead.as_ref().map(|lead| {
+            let live = Live::new(parts.status, parts.headers.clone(), cap);
+            lead.share_live(live.clone());
+            live
+        });
         let body = ProxyBody::tee(
             incoming,
-            self.state.config.max_body_bytes,
+            cap,
             self.state.config.upstream_timeout,
+            live,
             move |captured| {
                 let recorded = record_captured(&function, key, head, captured);
+                plan.land(recorded.outcome_id);
                 function.finish(Finished {
-                    call_key: key,
-                    source: Source::Upstream,
                     cache_miss,
                     outcome_id: recorded.outcome_id,
-                    elapsed: started.elapsed(),
                     status: Some(status),
                     error: recorded.error,
                     unrecorded: recorded.unrecorded,
+                    ..Finished::of(key, Source::Upstream, started.elapsed())
                 });
             },
         );
@@ -523,6 +610,7 @@ impl Call<'_> {
         parts: http::response::Parts,
         mut incoming: Incoming,
         head: Head,
+        mut plan: Plan,
     ) -> Reply {
         let cap = self.state.config.max_body_bytes;
         let status = parts.status.as_u16();
@@ -543,6 +631,7 @@ impl Call<'_> {
                     // Internal: the client gets a reset, not an answer, so
                     // there is no reply to hold until the write commits.
                     let recorded = record_captured(self.function, self.key, head, captured);
+                    plan.land(recorded.outcome_id);
                     self.finish(
                         Source::Upstream,
                         recorded.outcome_id,
@@ -588,7 +677,9 @@ impl Call<'_> {
         let outcome_id = recording.outcome_id;
         let is_new = recording.is_new;
         let mut mirror_lags = false;
-        match recording.persisted().await {
+        let persisted = recording.persisted().await;
+        plan.land(Some(outcome_id));
+        match persisted {
             Ok(()) => {}
             Err(cacheow_storage::WriteError::MirrorLagging { reason }) => {
                 tracing::warn!(function = %self.function.id(), %reason, "durable outcome committed; its JSON file lags");
@@ -721,17 +812,171 @@ impl Call<'_> {
         })
     }
 
-    fn record_failure(&self, failure: UpstreamFailure, request_record: RequestRecord) -> Reply {
-        let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message.clone());
-        outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
-        outcome.request = Some(request_record.to_json());
-        let outcome_id = self.function.record(self.key, outcome).outcome_id;
+    /// Records a failed upstream call (unless asked not to) and answers
+    /// it: with the stale fallback when there is one, else as the failure.
+    async fn record_failure(
+        &self,
+        failure: UpstreamFailure,
+        request_record: RequestRecord,
+        mut plan: Plan,
+    ) -> Reply {
+        let outcome_id = plan.unrecorded.is_none().then(|| {
+            let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message.clone());
+            outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
+            outcome.request = Some(request_record.to_json());
+            self.function.record(self.key, outcome).outcome_id
+        });
+        plan.land(outcome_id);
+        if let Some(stale) = plan.fallback.take() {
+            tracing::info!(function = %self.function.id(), kind = failure.kind.as_str(), message = %failure.message, "the upstream call failed; serving the last good outcome (stale_if_error)");
+            let failure = HeaderValue::from_static(failure.kind.as_str());
+            return self
+                .replay(&stale, Source::Stale, stale.age(), Some(failure))
+                .await;
+        }
         self.fail(
             ProxyError::new(failure.kind, failure.message),
             Source::Upstream,
-            Some(outcome_id),
-            None,
+            outcome_id,
+            plan.unrecorded,
         )
+    }
+
+    /// An upstream answer with an error status when a stale outcome may
+    /// answer instead: the answer is read and recorded, the stale one sent.
+    async fn stale_for_status(
+        &self,
+        incoming: Incoming,
+        head: Head,
+        mut plan: Plan,
+        stale: &StoredOutcome,
+    ) -> Reply {
+        let status = head.status.as_u16();
+        let captured = read_whole(
+            incoming,
+            self.state.config.max_body_bytes,
+            self.state.config.upstream_timeout,
+        )
+        .await;
+        let recorded = record_captured(self.function, self.key, head, captured);
+        plan.land(recorded.outcome_id);
+        tracing::info!(function = %self.function.id(), status, "the upstream answered with an error status; serving the last good outcome (stale_if_error)");
+        let failure = HeaderValue::from_str(&format!("status_{status}"))
+            .expect("a status code makes a valid header value");
+        self.replay(stale, Source::Stale, stale.age(), Some(failure))
+            .await
+    }
+
+    /// Waits for the identical call in flight: follows its live answer,
+    /// or replays what it recorded. `None` when it left nothing to replay
+    /// or took longer than the upstream timeout; this call then goes alone.
+    async fn follow(
+        &self,
+        flight: Follow,
+        fallback: Option<Arc<StoredOutcome>>,
+        filter: &RequestFilter<'_>,
+    ) -> Option<Reply> {
+        match flight
+            .wait::<Live>(self.state.config.upstream_timeout)
+            .await?
+        {
+            Waited::Live(live) => {
+                let following = live.follow()?;
+                let mut response = Response::new(ProxyBody::Follow(following));
+                *response.status_mut() = live.status;
+                *response.headers_mut() = live.headers.clone();
+                self.mark(&mut response, Source::Coalesced);
+                self.finish(
+                    Source::Coalesced,
+                    None,
+                    Some(live.status.as_u16()),
+                    None,
+                    None,
+                );
+                Some(Ok(response))
+            }
+            Waited::Landed(Landing::Recorded(id)) => {
+                let outcome = self.function.outcome(&id).ok().flatten()?;
+                if !filter.accepts(&outcome, Source::Cache) {
+                    return None;
+                }
+                if let Some(stale) = fallback
+                    && let Some(failure) = self.failure_of(&outcome)
+                {
+                    return Some(
+                        self.replay(&stale, Source::Stale, stale.age(), Some(failure))
+                            .await,
+                    );
+                }
+                Some(
+                    self.replay(&outcome, Source::Coalesced, outcome.age(), None)
+                        .await,
+                )
+            }
+            Waited::Landed(Landing::Unrecorded) => None,
+        }
+    }
+
+    /// What `x-cacheow-error` says of a recorded outcome that counts as an
+    /// upstream failure; `None` for a good one.
+    fn failure_of(&self, outcome: &StoredOutcome) -> Option<HeaderValue> {
+        let stored = outcome.outcome();
+        if stored.outcome_type == OutcomeType::Exception {
+            let kind = stored.exception_type.as_deref().unwrap_or("exception");
+            return HeaderValue::from_str(kind).ok();
+        }
+        let status = stored.value.get("status")?.as_u64()?;
+        let status = u16::try_from(status).ok()?;
+        self.function
+            .is_error_status(status)
+            .then(|| HeaderValue::from_str(&format!("status_{status}")).ok())
+            .flatten()
+    }
+
+    /// Answers a call the engine refused, and counts it.
+    fn refused(&self, refusal: &Refusal) -> Reply {
+        let kind = match refusal {
+            Refusal::NoMockOutcome(_) => Kind::NoMockOutcome,
+            Refusal::NotCached { .. } => Kind::NotCached,
+            Refusal::Guarded {
+                guard: Guard::BudgetExceeded,
+                ..
+            } => Kind::BudgetExceeded,
+            Refusal::Guarded {
+                guard: Guard::CircuitOpen,
+                ..
+            } => Kind::CircuitOpen,
+        };
+        let source = refusal.source();
+        self.function.finish(Finished {
+            cache_miss: self.cache_miss,
+            error: Some(kind.code().into()),
+            guard: refusal.guard(),
+            ..Finished::of(self.key, source, self.started.elapsed())
+        });
+        let mut error =
+            ProxyError::new(kind, refusal.to_string()).of_call(self.function.id(), source);
+        if let Refusal::Guarded { retry_after, .. } = refusal {
+            error = error.retry_after(*retry_after);
+        }
+        error.respond()
+    }
+
+    /// Refreshes a stale outcome off the request path
+    /// (`stale_while_revalidate`); calls that arrive meanwhile past the
+    /// revalidate window wait for it through `lead`.
+    fn refresh_in_background(&self, lead: Lead, body: Bytes, headers: http::HeaderMap) {
+        let refresh = Refresh {
+            state: self.state.clone(),
+            function: self.function.clone(),
+            method: self.parts.method.clone(),
+            target: self.target.clone(),
+            key: self.key,
+            record: self.request_record(body.clone(), headers.clone()),
+            headers,
+            body,
+        };
+        tokio::spawn(refresh.run(lead));
     }
 
     /// Counts a call that ended in `error` (from `source`) and answers it.
@@ -770,6 +1015,29 @@ impl Call<'_> {
         headers.insert(headers::FUNCTION, id);
     }
 
+    /// Counts a replay; a stale one standing in for an open circuit counts
+    /// as meeting it.
+    fn finish_replay(
+        &self,
+        source: Source,
+        outcome_id: Option<cacheow_engine::OutcomeId>,
+        status: Option<u16>,
+        error: Option<String>,
+        stood_in_for: &Option<HeaderValue>,
+    ) {
+        let circuit_open = stood_in_for
+            .as_ref()
+            .is_some_and(|f| f == Guard::CircuitOpen.code());
+        self.function.finish(Finished {
+            cache_miss: self.cache_miss,
+            outcome_id,
+            status,
+            error,
+            guard: circuit_open.then_some(Guard::CircuitOpen),
+            ..Finished::of(self.key, source, self.started.elapsed())
+        });
+    }
+
     fn finish(
         &self,
         source: Source,
@@ -779,14 +1047,151 @@ impl Call<'_> {
         unrecorded: Option<Unrecorded>,
     ) {
         self.function.finish(Finished {
-            call_key: self.key,
-            source,
             cache_miss: self.cache_miss,
             outcome_id,
-            elapsed: self.started.elapsed(),
             status,
             error,
             unrecorded,
+            ..Finished::of(self.key, source, self.started.elapsed())
+        });
+    }
+}
+
+/// Sets `Age` (RFC 9111 §5.1) on a replay from the store: the age the
+/// upstream gave it, if any, plus the time since it was recorded.
+fn stamp_age(response: &mut Response<ProxyBody>, source: Source, resident: Duration) {
+    if !matches!(source, Source::Cache | Source::Stale | Source::Coalesced) {
+        return;
+    }
+    let headers = response.headers_mut();
+    let recorded = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let age = recorded.saturating_add(resident.as_secs());
+    headers.insert(header::AGE, HeaderValue::from(age));
+}
+
+/// A whole upstream body read into chunks, as a tee would have captured
+/// it, within `cap` bytes and `within` time.
+async fn read_whole(mut incoming: Incoming, cap: usize, within: Duration) -> Captured {
+    let started = Instant::now();
+    let mut chunks = Vec::new();
+    let mut size = 0;
+    let read = async {
+        while let Some(frame) = incoming.frame().await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    size += data.len();
+                    if size > cap {
+                        return Captured::Oversize;
+                    }
+                    chunks.push((started.elapsed(), data));
+                }
+                Err(e) => {
+                    return Captured::Broken {
+                        chunks: std::mem::take(&mut chunks),
+                        error: e.to_string(),
+                    };
+                }
+            }
+        }
+        Captured::Complete(std::mem::take(&mut chunks))
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Captured::ClientGone)
+}
+
+/// A background refresh of one call, owning what it needs.
+struct Refresh {
+    state: Arc<AppState>,
+    function: FunctionHandle,
+    method: Method,
+    target: Target,
+    key: Option<CallKey>,
+    record: RequestRecord,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Refresh {
+    async fn run(self, lead: Lead) {
+        let started = Instant::now();
+        let finished = |outcome_id, status, error| Finished {
+            outcome_id,
+            status,
+            error,
+            refresh: true,
+            ..Finished::of(self.key, Source::Upstream, started.elapsed())
+        };
+        let sent = match Uri::try_from(self.target.url()) {
+            Ok(uri) => {
+                let mut request = Request::new(ProxyBody::full(self.body.clone()));
+                *request.method_mut() = self.method.clone();
+                *request.uri_mut() = uri;
+                *request.headers_mut() = self.headers.clone();
+                if let Ok(host) = HeaderValue::from_str(&self.target.authority) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+                request
+                    .headers_mut()
+                    .append(header::VIA, self.target.via.clone());
+                upstream::send(
+                    &self.state.client,
+                    request,
+                    self.state.config.upstream_timeout,
+                )
+                .await
+            }
+            Err(e) => Err(UpstreamFailure {
+                kind: ErrorKind::ProtocolError,
+                message: format!("cannot build the upstream URL: {e}"),
+                duration: Duration::ZERO,
+            }),
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(failure) => {
+                self.function.note_upstream(true);
+                tracing::info!(function = %self.function.id(), kind = failure.kind.as_str(), message = %failure.message, "a background refresh failed; the stale outcome stays");
+                let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message);
+                outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
+                outcome.request = Some(self.record.to_json());
+                let outcome_id = self.function.record(self.key, outcome).outcome_id;
+                lead.land(Some(outcome_id));
+                let error = Some(failure.kind.as_str().to_owned());
+                self.function
+                    .finish(finished(Some(outcome_id), None, error));
+                return;
+            }
+        };
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status.as_u16();
+        self.function
+            .note_upstream(self.function.is_error_status(status));
+        let head = Head {
+            status: parts.status,
+            headers: self.state.config.redaction.response_headers(&parts.headers),
+            elapsed: started.elapsed(),
+            request: self.record,
+        };
+        let captured = read_whole(
+            incoming,
+            self.state.config.max_body_bytes,
+            self.state.config.upstream_timeout,
+        )
+        .await;
+        let recorded = record_captured(&self.function, self.key, head, captured);
+        lead.land(recorded.outcome_id);
+        self.function.finish(Finished {
+            unrecorded: recorded.unrecorded,
+            ..finished(recorded.outcome_id, Some(status), recorded.error)
         });
     }
 }

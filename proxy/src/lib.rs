@@ -11,12 +11,14 @@ mod call_key;
 pub mod cli;
 mod codec;
 pub mod config;
+mod controls;
 mod dispatch;
 mod error;
 mod forward;
 mod guard;
 mod headers;
 mod host_pattern;
+mod live;
 mod outcome_http;
 #[cfg(test)]
 mod properties;

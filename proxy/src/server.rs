@@ -58,6 +58,7 @@ pub async fn run(
             default_mode: config.default_mode,
             durable: config.durable,
             memory_cache_bytes: config.memory_cache_bytes,
+            max_upstream_calls: config.max_upstream_calls,
         },
     )?;
     engine.register_codec(FunctionKind::Http, Arc::new(HttpCodec));

@@ -267,6 +267,17 @@ pub struct Stats {
     pub unrecorded: BTreeMap<String, u64>,
     /// Outcomes or settings that could not be persisted.
     pub persist_failures: u64,
+    /// Calls answered with an outcome past its ttl (while it was refreshed,
+    /// or because the upstream failed or its circuit was open).
+    pub stale_served: u64,
+    /// Background refreshes of stale outcomes.
+    pub refreshed: u64,
+    /// Calls answered with what an identical call in flight recorded.
+    pub coalesced: u64,
+    /// Calls refused because an upstream budget was spent.
+    pub budget_rejected: u64,
+    /// Calls that met an open circuit breaker.
+    pub circuit_open: u64,
 }
 
 /// `Stats` as older stores wrote them too: before per-reason counts there
@@ -285,6 +296,11 @@ struct StatsOnDisk {
     unrecorded: BTreeMap<String, u64>,
     unrecorded_oversize: u64,
     persist_failures: u64,
+    stale_served: u64,
+    refreshed: u64,
+    coalesced: u64,
+    budget_rejected: u64,
+    circuit_open: u64,
 }
 
 impl From<StatsOnDisk> for Stats {
@@ -304,6 +320,11 @@ impl From<StatsOnDisk> for Stats {
             last_called_at: disk.last_called_at,
             unrecorded,
             persist_failures: disk.persist_failures,
+            stale_served: disk.stale_served,
+            refreshed: disk.refreshed,
+            coalesced: disk.coalesced,
+            budget_rejected: disk.budget_rejected,
+            circuit_open: disk.circuit_open,
         }
     }
 }

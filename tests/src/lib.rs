@@ -514,14 +514,18 @@ impl Upstream {
         let counted = hits.clone();
         let accepted = connections.clone();
         let task = tokio::spawn(async move {
+            // Internal: connection tasks belong to this one, so stopping the
+            // upstream closes the connections it kept alive too.
+            let mut served = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 accepted.fetch_add(1, Ordering::SeqCst);
+                while served.try_join_next().is_some() {}
                 let handler = handler.clone();
                 let hits = counted.clone();
-                tokio::spawn(async move {
+                served.spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let handler = handler.clone();
                         let hits = hits.clone();
@@ -578,7 +582,7 @@ impl Upstream {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting connections.
+    /// Stops accepting connections and closes the open ones.
     pub fn stop(&self) {
         self.task.abort();
     }

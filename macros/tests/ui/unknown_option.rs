@@ -1,6 +1,6 @@
 use cacheow::cacheow;
 
-#[cacheow(ttl = "5s")]
+#[cacheow(expires = "5s")]
 fn add(a: u32, b: u32) -> u32 {
     a + b
 }

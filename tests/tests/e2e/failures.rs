@@ -59,6 +59,18 @@ async fn refused_connections_are_recorded_and_replayed_as_502() {
     );
 }
 
+/// Lets cache mode replay recorded transport failures (`cache_if = "any"`;
+/// by default it calls the upstream again).
+async fn replay_failures_in_cache_mode(cacheow: &Cacheow, function: &Value) {
+    let id = function["id"].as_str().unwrap();
+    cacheow
+        .post(
+            &format!("/api/functions/{id}/config"),
+            serde_json::json!({"cache_if": "any"}),
+        )
+        .await;
+}
+
 /// The `exception_message` of a function's first outcome.
 async fn recorded_message(cacheow: &Cacheow, function: &Value) -> String {
     let id = function["id"].as_str().unwrap();
@@ -99,6 +111,7 @@ async fn resets_are_recorded_and_replayed_as_a_broken_connection() {
         message.starts_with("client error (SendRequest): "),
         "{message}"
     );
+    replay_failures_in_cache_mode(&cacheow, &function).await;
     let replayed = client.get(&url).send().await.unwrap_err();
     assert!(replayed.is_request(), "{replayed:?}");
     let detail = cacheow.function("/flaky").await;
@@ -130,6 +143,7 @@ async fn timeouts_are_recorded_with_their_duration_and_replayed_as_504() {
         .await;
     let recorded = full["duration_ms"].as_f64().unwrap();
     assert!(recorded >= 400.0, "recorded duration {recorded}");
+    replay_failures_in_cache_mode(&cacheow, &function).await;
     let started = Instant::now();
     let replay = client.get(&url).send().await.unwrap();
     assert_eq!(

@@ -7,6 +7,7 @@ mod durability;
 mod failures;
 mod fidelity;
 mod modes;
+mod policy;
 mod safety;
 mod storage;
 mod streams;

@@ -187,6 +187,14 @@ async fn a_stream_that_breaks_is_replayed_with_the_same_break() {
         ),
         (Some("stream"), Some("connection_reset"))
     );
+    // Cache mode replays a broken stream only when `cache_if` lets it.
+    let id = function["id"].as_str().unwrap();
+    cacheow
+        .post(
+            &format!("/api/functions/{id}/config"),
+            json!({"cache_if": "any"}),
+        )
+        .await;
 
     let output = std::process::Command::new("curl")
         .args(["-sN", "--proxy", &cacheow.url(), &url])

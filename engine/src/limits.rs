@@ -1,0 +1,128 @@
+//! The guards in front of an upstream: the cost guard (at most N calls per
+//! window) and the circuit breaker (after N failures in a window, stop
+//! calling for a while). Each remembers only times, at most as many as its
+//! setting allows.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::policy::{BreakerSettings, Budget};
+
+/// The upstream calls made in the current window of a budget.
+#[derive(Default)]
+pub(crate) struct Spending {
+    calls: Mutex<VecDeque<Instant>>,
+}
+
+impl Spending {
+    /// Takes one call from `budget`: false when the window's calls are
+    /// spent, and then the call must not go upstream.
+    pub(crate) fn take(&self, budget: &Budget) -> bool {
+        let now = Instant::now();
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= budget.per)
+        {
+            calls.pop_front();
+        }
+        // Internal: a budget lowered since these calls keeps only the
+        // newest it now allows.
+        let allowed = usize::try_from(budget.calls).unwrap_or(usize::MAX);
+        while calls.len() > allowed {
+            calls.pop_front();
+        }
+        if calls.len() >= allowed {
+            return false;
+        }
+        calls.push_back(now);
+        true
+    }
+}
+
+/// A circuit breaker's failures and whether it is open.
+#[derive(Default)]
+pub(crate) struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures: VecDeque<Instant>,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    /// When the breaker is open, how long it stays so.
+    pub(crate) fn open_for(&self) -> Option<Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let until = state.open_until?;
+        let now = Instant::now();
+        if now >= until {
+            state.open_until = None;
+            return None;
+        }
+        Some(until - now)
+    }
+
+    /// Notes how an upstream call ended; true when this failure opened the
+    /// breaker.
+    pub(crate) fn note(&self, settings: &BreakerSettings, failed: bool) -> bool {
+        if !failed {
+            return false;
+        }
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > settings.window)
+        {
+            state.failures.pop_front();
+        }
+        state.failures.push_back(now);
+        if state.failures.len() < settings.failures as usize {
+            return false;
+        }
+        state.failures.clear();
+        state.open_until = Some(now + settings.open_for);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_refuses_past_its_calls_and_frees_them_with_the_window() {
+        let spending = Spending::default();
+        let budget = Budget {
+            calls: 3,
+            per: Duration::from_millis(80),
+        };
+        assert!((0..3).all(|_| spending.take(&budget)));
+        assert!(!spending.take(&budget));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(spending.take(&budget));
+    }
+
+    #[test]
+    fn a_breaker_opens_after_its_failures_and_closes_after_open_for() {
+        let breaker = Breaker::default();
+        let settings = BreakerSettings {
+            failures: 2,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_millis(80),
+        };
+        assert!(!breaker.note(&settings, false));
+        assert!(!breaker.note(&settings, true));
+        assert!(breaker.open_for().is_none());
+        assert!(breaker.note(&settings, true));
+        assert!(breaker.open_for().is_some());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(breaker.open_for().is_none());
+        assert!(!breaker.note(&settings, true), "the count starts again");
+    }
+}
