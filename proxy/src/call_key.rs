@@ -4,7 +4,8 @@
 //! method, scheme, host (lowercase, with port), concrete path, query pairs
 //! sorted (minus ignored names), body, then the included headers by
 //! lowercase name, then `Range` and `If-Range` when the request has them
-//! (they select which bytes the reply holds).
+//! (they select which bytes the reply holds), then the config file's
+//! `key_prefix` when it is set.
 //!
 //! The body part is canonical JSON minus ignored fields when the body
 //! parses as JSON; for `multipart/form-data`, the parts in order with their
@@ -24,6 +25,9 @@ pub(crate) struct KeyRules {
     pub(crate) ignore_body_fields: Vec<String>,
     /// Lowercase header names.
     pub(crate) include_headers: Vec<String>,
+    /// The config file's `key_prefix`: changing it makes every call a new
+    /// one, keeping the old outcomes.
+    pub(crate) key_prefix: String,
 }
 
 impl KeyRules {
@@ -44,6 +48,9 @@ impl KeyRules {
                 "include_headers".into(),
                 self.include_headers.clone().into(),
             );
+        }
+        if !self.key_prefix.is_empty() {
+            map.insert("key_prefix".into(), self.key_prefix.clone().into());
         }
         map
     }
@@ -166,6 +173,11 @@ pub(crate) fn call_key(rules: &KeyRules, input: &KeyInput<'_>) -> CallKey {
             parts.tagged(b"\0", name.as_str().as_bytes());
             parts.part(value.as_bytes());
         }
+    }
+    if !rules.key_prefix.is_empty() {
+        // Internal: last and only when set, so keys without a prefix stay
+        // what they were; the tag keeps it apart from any header part.
+        parts.tagged(b"\0key_prefix\0", rules.key_prefix.as_bytes());
     }
     CallKey::from_blake3(parts.0.finalize())
 }
@@ -351,6 +363,10 @@ mod tests {
             include_headers: vec!["x-tenant".into()],
             ..KeyRules::default()
         };
+        let prefixed = KeyRules {
+            key_prefix: "v2".into(),
+            ..KeyRules::default()
+        };
         let rules = KeyRules::default();
         let cases = [
             ("base", keyed(&rules, base(none))),
@@ -371,6 +387,7 @@ mod tests {
                 }),
             ),
             ("raw body", keyed(&rules, KeyInput { body: &[0, 159, 146, 150], ..base(none) })),
+            ("key prefix", keyed(&prefixed, base(none))),
         ];
         let golden = [
             (
@@ -420,6 +437,10 @@ mod tests {
             (
                 "raw body",
                 "2ba2096eec89ece71106f7a181c559448efd40a01764e7d4d3ff59209169581c",
+            ),
+            (
+                "key prefix",
+                "10b42be3c676cf56bb35e72eefff43896c66c144ca632e9348527e7d946c1329",
             ),
         ];
         let computed: Vec<(&str, &str)> = cases
@@ -539,7 +560,7 @@ mod tests {
         let rules = KeyRules {
             ignore_query: vec!["ts".into()],
             ignore_body_fields: vec!["meta.request_id".into()],
-            include_headers: vec![],
+            ..KeyRules::default()
         };
         assert_eq!(
             key(

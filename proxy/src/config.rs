@@ -227,7 +227,7 @@ impl Config {
             durable: args.durable,
             memory_cache_bytes: args.memory_cache_bytes,
             max_upstream_calls,
-            routes: Arc::new(RouteTable::new(file.rules)),
+            routes: Arc::new(RouteTable::new(file.rules, file.key_prefix)),
             redaction: Arc::new(file.redaction),
             max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
             upstream_timeout,
@@ -328,6 +328,8 @@ struct RawConfigFile {
     #[serde(default)]
     max_upstream_calls: Option<toml::Spanned<String>>,
     #[serde(default)]
+    key_prefix: String,
+    #[serde(default)]
     route: Vec<RawRoute>,
 }
 
@@ -389,6 +391,7 @@ struct ConfigFile {
     rules: Vec<RouteRule>,
     redaction: Redaction,
     max_upstream_calls: Option<Budget>,
+    key_prefix: String,
 }
 
 fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
@@ -428,6 +431,7 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            key_prefix: raw.key_prefix.clone(),
         };
         let mut initial_config = serde_json::Map::new();
         if let Some(speed) = &route.replay_speed {
@@ -478,6 +482,7 @@ fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
     };
     Ok(ConfigFile {
         max_upstream_calls,
+        key_prefix: raw.key_prefix,
         rules,
         redaction: Redaction {
             headers: raw

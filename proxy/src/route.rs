@@ -160,17 +160,26 @@ pub(crate) struct Route {
 pub(crate) struct RouteTable {
     rules: Vec<RouteRule>,
     default_keys: Arc<KeyRules>,
-    /// The empty config of a route no rule matches, shared rather than
-    /// allocated per request.
+    /// The config of a route no rule matches (its key prefix, if any),
+    /// shared rather than allocated per request.
     no_config: Arc<Map<String, Value>>,
+    /// The settings of a route no rule matches: none.
+    no_settings: Arc<Map<String, Value>>,
 }
 
 impl RouteTable {
-    pub(crate) fn new(rules: Vec<RouteRule>) -> Self {
+    /// `key_prefix` is the config file's: routes no rule matches key their
+    /// calls with it too.
+    pub(crate) fn new(rules: Vec<RouteRule>, key_prefix: String) -> Self {
+        let default_keys = KeyRules {
+            key_prefix,
+            ..KeyRules::default()
+        };
         Self {
             rules,
-            default_keys: Arc::default(),
-            no_config: Arc::default(),
+            no_config: Arc::new(default_keys.to_config()),
+            default_keys: Arc::new(default_keys),
+            no_settings: Arc::default(),
         }
     }
 
@@ -193,7 +202,7 @@ impl RouteTable {
             initial_mode: None,
             keys: self.default_keys.clone(),
             config: self.no_config.clone(),
-            initial_config: self.no_config.clone(),
+            initial_config: self.no_settings.clone(),
         }
     }
 }
@@ -291,7 +300,7 @@ mod tests {
             KeyRules::default(),
             Map::new(),
         );
-        let table = RouteTable::new(vec![rule]);
+        let table = RouteTable::new(vec![rule], String::new());
         let route = table.resolve("GET", "http", "api.test", "/repos/rust-lang/rust");
         assert_eq!(route.name, "GET http://api.test/repos/{owner}/{repo}");
         assert_eq!(route.initial_mode, Some(Mode::Cache));

@@ -602,3 +602,39 @@ async fn bad_policy_settings_are_refused_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn bumping_key_prefix_makes_every_old_outcome_a_miss_without_deleting_it() {
+    let (upstream, _) = ok_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cacheow.toml");
+    std::fs::write(&config, "key_prefix = \"v1\"\n").unwrap();
+    let args = [
+        "--default-mode",
+        "cache",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let cacheow = Cacheow::start(&args);
+    let url = format!("{}/prefixed", upstream.url());
+    for source in ["upstream", "cache"] {
+        assert_eq!(get(&cacheow.proxied_client(), &url).await.source, source);
+    }
+    std::fs::write(&config, "key_prefix = \"v2\"\n").unwrap();
+    let cacheow = cacheow.restart();
+    let client = cacheow.proxied_client();
+    let bumped = get(&client, &url).await;
+    assert_eq!(
+        (bumped.source.as_str(), bumped.body["n"].as_u64()),
+        ("upstream", Some(2))
+    );
+    assert_eq!(get(&client, &url).await.source, "cache");
+    let function = cacheow.function("/prefixed").await;
+    assert_eq!(
+        function["outcomes"].as_array().unwrap().len(),
+        2,
+        "the v1 outcome stays"
+    );
+    assert_eq!(function["config"]["key_prefix"], "v2");
+    assert_eq!(upstream.hits(), 2);
+}
