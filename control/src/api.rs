@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cacheow_engine::{
-    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, MAX_WAIT_MS, MockEntry,
-    Mode, NewOutcome, OutcomeId, Policy, Stats, StoredOutcome, policy,
+    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, Invalidation,
+    MAX_WAIT_MS, MockEntry, Mode, NewOutcome, OutcomeId, Policy, Stats, StoredOutcome, policy,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -268,6 +268,19 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
             })
             .await
         }
+        (Method::POST, ["api", "invalidate"]) => {
+            let what = invalidation(&read_json(request).await?)?;
+            let engine = state.engine.clone();
+            off_workers(move || {
+                let report = engine.invalidate(&what)?;
+                Ok(ok_json(&json!({
+                    "status": "ok",
+                    "functions": report.functions,
+                    "deleted": report.deleted,
+                })))
+            })
+            .await
+        }
         (_, ["api", "functions", id, rest @ ..]) => {
             let function = state.engine.require(&parse_function_id(id)?)?;
             match (method, rest) {
@@ -310,7 +323,9 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
                 ))),
             }
         }
-        (_, ["api", "info" | "functions"]) | (_, [""]) => Err(method_not_allowed(&path)),
+        (_, ["api", "info" | "functions" | "invalidate"]) | (_, [""]) => {
+            Err(method_not_allowed(&path))
+        }
         _ => Err(ApiError::not_found(format!(
             "no API endpoint at {path}; see GET / for the list"
         ))),
@@ -446,6 +461,7 @@ fn index() -> Value {
             "GET /api/functions/{id}/outcomes/{outcome_id}",
             "DELETE /api/functions/{id}/outcomes/{outcome_id}",
             "POST /api/functions/{id}/rebuild-index",
+            "POST /api/invalidate",
         ],
     })
 }
@@ -650,6 +666,51 @@ async fn read_json(request: Request<Incoming>) -> Result<Map<String, Value>, Api
             format!("the body is not valid JSON: {e}"),
         )),
     }
+}
+
+/// `{"tag", "function", "older_than", "call_key", "delete"}`.
+fn invalidation(body: &Map<String, Value>) -> Result<Invalidation, ApiError> {
+    let text = |field: &str| -> Result<Option<&str>, ApiError> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(other) => Err(ApiError::field(
+                "invalid_field",
+                field,
+                format!("`{field}` must be a string, got {other}"),
+            )),
+        }
+    };
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !["tag", "function", "older_than", "call_key", "delete"].contains(&k.as_str()))
+    {
+        return Err(ApiError::field(
+            "invalid_field",
+            unknown.clone(),
+            format!(
+                "unknown field `{unknown}`; invalidate takes tag, function, older_than, call_key and delete"
+            ),
+        ));
+    }
+    let older_than = text("older_than")?
+        .map(|d| {
+            policy::parse_duration(d).map_err(|e| ApiError::field("invalid_field", "older_than", e))
+        })
+        .transpose()?;
+    let call_key = text("call_key")?
+        .map(|k| {
+            k.parse::<CallKey>()
+                .map_err(|e| ApiError::field("invalid_field", "call_key", e.to_string()))
+        })
+        .transpose()?;
+    Ok(Invalidation {
+        tag: text("tag")?.map(str::to_owned),
+        function: text("function")?.map(parse_function_id).transpose()?,
+        older_than,
+        call_key,
+        delete: optional_bool(body, "delete", false, "delete")?,
+    })
 }
 
 fn required<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {

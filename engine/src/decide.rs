@@ -322,7 +322,15 @@ pub(crate) fn decide(call: Call<'_>) -> Result<Decision, Refusal> {
             if overrides.refresh && !overrides.only_if_cached {
                 return call.upstream(CallReason::Refresh, fallback, false);
             }
-            let (source, refresh) = match call.policy.freshness(age) {
+            let invalidated = call
+                .policy
+                .invalidated(call.key, outcome.last_seen_at().unix_millis());
+            let freshness = if invalidated {
+                Freshness::Stale
+            } else {
+                call.policy.freshness(age)
+            };
+            let (source, refresh) = match freshness {
                 Freshness::Fresh => (Source::Cache, None),
                 Freshness::Revalidate => (Source::Stale, call.claim_refresh()),
                 Freshness::Stale if overrides.only_if_cached => {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use cacheow_storage::CallKey;
 use serde_json::{Map, Value};
 
 /// The config key of the freshness lifetime of replays.
@@ -26,9 +27,15 @@ pub const CACHE_IF: &str = "cache_if";
 pub const MAX_UPSTREAM_CALLS: &str = "max_upstream_calls";
 /// The config key of the circuit breaker.
 pub const CIRCUIT_BREAKER: &str = "circuit_breaker";
+/// The config key of the function's tags, which invalidation can name.
+pub const TAGS: &str = "tags";
+/// The config key where invalidation marks outcomes stale: `{"before":
+/// millis, "keys": {call key: millis}}`; outcomes last recorded before
+/// the mark are stale, whatever their ttl.
+pub const INVALIDATED: &str = "invalidated";
 
 /// Every policy setting, for errors that list them.
-pub const SETTINGS: [&str; 8] = [
+pub const SETTINGS: [&str; 9] = [
     TTL,
     STALE_WHILE_REVALIDATE,
     STALE_IF_ERROR,
@@ -37,6 +44,7 @@ pub const SETTINGS: [&str; 8] = [
     CACHE_IF,
     MAX_UPSTREAM_CALLS,
     CIRCUIT_BREAKER,
+    TAGS,
 ];
 
 /// The longest duration a setting takes: ten years, past any development
@@ -68,6 +76,12 @@ pub struct Policy {
     pub max_upstream_calls: Option<Budget>,
     /// The circuit breaker.
     pub circuit_breaker: Option<BreakerSettings>,
+    /// Tags, for invalidation.
+    pub tags: Vec<String>,
+    /// Outcomes last recorded before this (unix millis) are stale.
+    pub stale_before: u64,
+    /// Per call key, the same.
+    pub stale_keys: std::collections::HashMap<CallKey, u64>,
 }
 
 impl Policy {
@@ -83,6 +97,9 @@ impl Policy {
             cache_if,
             max_upstream_calls: None,
             circuit_breaker: None,
+            tags: Vec::new(),
+            stale_before: 0,
+            stale_keys: std::collections::HashMap::new(),
         }
     }
 
@@ -99,6 +116,11 @@ impl Policy {
             if let Err(reason) = policy.set(key, value) {
                 invalid.push(reason);
             }
+        }
+        if let Some(marks) = config.get(INVALIDATED) {
+            let marks = Invalidated::from_config(marks);
+            policy.stale_before = marks.before;
+            policy.stale_keys = marks.keys;
         }
         (policy, invalid)
     }
@@ -141,9 +163,17 @@ impl Policy {
             CACHE_IF => self.cache_if = CacheIf::parse(value)?,
             MAX_UPSTREAM_CALLS => self.max_upstream_calls = Some(Budget::parse(value)?),
             CIRCUIT_BREAKER => self.circuit_breaker = Some(BreakerSettings::parse(value)?),
+            TAGS => self.tags = parse_tags(value)?,
             _ => unreachable!("only policy settings are set"),
         }
         Ok(())
+    }
+
+    /// True when invalidation marked an outcome of `key` last recorded at
+    /// `last_seen` (unix millis) stale.
+    pub fn invalidated(&self, key: Option<&CallKey>, last_seen: u64) -> bool {
+        let key_mark = key.and_then(|k| self.stale_keys.get(k)).copied();
+        last_seen < self.stale_before.max(key_mark.unwrap_or(0))
     }
 
     /// How fresh an outcome last seen `age` ago is under this policy.
@@ -181,6 +211,58 @@ pub enum Freshness {
     Revalidate,
     /// Too old to serve, except when the upstream fails.
     Stale,
+}
+
+fn parse_tags(value: &Value) -> Result<Vec<String>, String> {
+    let usage = "`tags` must be a list of names, like [\"llm\", \"billing\"]";
+    let items = value
+        .as_array()
+        .ok_or_else(|| format!("{usage}, got {value}"))?;
+    items
+        .iter()
+        .map(|item| match item.as_str().map(str::trim) {
+            Some(tag) if !tag.is_empty() => Ok(tag.to_owned()),
+            _ => Err(format!("{usage}; {item} is not a name")),
+        })
+        .collect()
+}
+
+/// Invalidation marks, as kept in a function's config under
+/// [`INVALIDATED`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Invalidated {
+    /// Outcomes last recorded before this (unix millis) are stale.
+    pub before: u64,
+    /// Per call key, the same.
+    pub keys: std::collections::HashMap<CallKey, u64>,
+}
+
+impl Invalidated {
+    /// The marks in `value`; anything unreadable (a hand edit) is left out.
+    pub fn from_config(value: &Value) -> Self {
+        let before = value.get("before").and_then(Value::as_u64).unwrap_or(0);
+        let keys = value
+            .get("keys")
+            .and_then(Value::as_object)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|(key, at)| Some((key.parse().ok()?, at.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Invalidated { before, keys }
+    }
+
+    /// The marks as a config value.
+    pub fn to_config(&self) -> Value {
+        let mut keys: Vec<_> = self.keys.iter().collect();
+        keys.sort();
+        let keys: Map<String, Value> = keys
+            .into_iter()
+            .map(|(key, at)| (key.to_string(), Value::from(*at)))
+            .collect();
+        serde_json::json!({ "before": self.before, "keys": keys })
+    }
 }
 
 /// Parses `"30s"`, `"10m"`, `"7d"`, `"250ms"`, `"1h"`.
@@ -497,6 +579,32 @@ mod tests {
         assert_eq!(BreakerSettings::parse(&breaker).unwrap().failures, 2);
         let err = BreakerSettings::parse(&json!({"failures": 2, "window": "30s"})).unwrap_err();
         assert!(err.contains("`open_for` is missing"), "{err}");
+    }
+
+    #[test]
+    fn invalidation_marks_round_trip_and_make_older_outcomes_stale() {
+        let key = CallKey::from_bytes([1; 32]);
+        let mut marks = Invalidated {
+            before: 100,
+            ..Invalidated::default()
+        };
+        marks.keys.insert(key, 500);
+        let config = json!({ "invalidated": marks.to_config() });
+        let (policy, invalid) =
+            Policy::from_config(config.as_object().unwrap(), Policy::defaults(CacheIf::Any));
+        assert!(invalid.is_empty());
+        assert!(policy.invalidated(None, 99) && !policy.invalidated(None, 100));
+        assert!(
+            policy.invalidated(Some(&key), 499),
+            "the key's own mark is later"
+        );
+        assert!(!policy.invalidated(Some(&CallKey::from_bytes([2; 32])), 499));
+        assert_eq!(Invalidated::from_config(&marks.to_config()), marks);
+        assert!(
+            Policy::check("tags", &json!(["llm", " "]))
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]

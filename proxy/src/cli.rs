@@ -36,6 +36,34 @@ pub enum Command {
     /// Print where the local HTTPS CA certificate is and how to trust it
     /// (creating it if needed; works while cacheow is running).
     Ca(CaArgs),
+    /// Mark stored outcomes stale (kept for history and mock mode) or
+    /// delete them, by tag, function, age or call key; every given filter
+    /// must match (cacheow must not be running on the data dir; while it
+    /// runs, use POST /api/invalidate).
+    Invalidate(InvalidateArgs),
+}
+
+/// Flags of `invalidate`.
+#[derive(Debug, Args)]
+pub struct InvalidateArgs {
+    /// Where functions and outcomes are stored.
+    #[arg(long, env = "CACHEOW_DATA_DIR", default_value = ".cacheow")]
+    pub data_dir: PathBuf,
+    /// Functions with this tag (the `tags` setting).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// This function (its 16-hex-digit id).
+    #[arg(long)]
+    pub function: Option<String>,
+    /// Outcomes last recorded longer ago than this, like "7d".
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Outcomes of this call (its 64-hex-digit key).
+    #[arg(long)]
+    pub call_key: Option<String>,
+    /// Delete the outcomes and their files instead of marking them stale.
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// Flags of `redact`.

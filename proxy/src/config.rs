@@ -365,11 +365,13 @@ struct RawRoute {
     max_upstream_calls: Option<toml::Spanned<toml::Value>>,
     #[serde(default)]
     circuit_breaker: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    tags: Option<toml::Spanned<toml::Value>>,
 }
 
 impl RawRoute {
     /// The cache-policy settings the route sets, by name.
-    fn policy_settings(&self) -> [(&'static str, Option<&toml::Spanned<toml::Value>>); 8] {
+    fn policy_settings(&self) -> [(&'static str, Option<&toml::Spanned<toml::Value>>); 9] {
         [
             (policy::TTL, self.ttl.as_ref()),
             (
@@ -382,6 +384,7 @@ impl RawRoute {
             (policy::CACHE_IF, self.cache_if.as_ref()),
             (policy::MAX_UPSTREAM_CALLS, self.max_upstream_calls.as_ref()),
             (policy::CIRCUIT_BREAKER, self.circuit_breaker.as_ref()),
+            (policy::TAGS, self.tags.as_ref()),
         ]
     }
 }

@@ -5,7 +5,11 @@
 
 use std::process::ExitCode;
 
-use cacheow_proxy::cli::{CaArgs, Cli, Command, DataDirArgs, RedactArgs, ServeArgs};
+use cacheow_engine::policy;
+use cacheow_engine::{CallKey, Engine, EngineError, EngineOptions, FunctionId, Invalidation};
+use cacheow_proxy::cli::{
+    CaArgs, Cli, Command, DataDirArgs, InvalidateArgs, RedactArgs, ServeArgs,
+};
 use cacheow_proxy::config::Config;
 use cacheow_proxy::{Ca, CaPaths, run, telemetry};
 use clap::Parser;
@@ -19,6 +23,65 @@ fn main() -> ExitCode {
         Command::RebuildIndex(args) => rebuild_index(args),
         Command::Redact(args) => redact(args),
         Command::Ca(args) => ca(args),
+        Command::Invalidate(args) => invalidate(args),
+    }
+}
+
+/// `POST /api/invalidate` on a stopped cacheow's data dir.
+fn invalidate(args: InvalidateArgs) -> ExitCode {
+    let bad = |flag: &str, reason: String| {
+        eprintln!("error: {flag}: {reason}");
+        ExitCode::from(2)
+    };
+    let older_than = match args.older_than.as_deref().map(policy::parse_duration) {
+        Some(Err(reason)) => return bad("--older-than", reason),
+        parsed => parsed.and_then(Result::ok),
+    };
+    let function = match args.function.as_deref().map(str::parse::<FunctionId>) {
+        Some(Err(e)) => return bad("--function", e.to_string()),
+        parsed => parsed.and_then(Result::ok),
+    };
+    let call_key = match args.call_key.as_deref().map(str::parse::<CallKey>) {
+        Some(Err(e)) => return bad("--call-key", e.to_string()),
+        parsed => parsed.and_then(Result::ok),
+    };
+    let what = Invalidation {
+        tag: args.tag,
+        function,
+        older_than,
+        call_key,
+        delete: args.delete,
+    };
+    let engine = match Engine::open(&args.data_dir, EngineOptions::default()) {
+        Ok(engine) => engine,
+        Err(EngineError::Open(e)) if e.is_locked() => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match engine.invalidate(&what) {
+        Ok(report) => {
+            engine.flush();
+            let done = if what.delete {
+                format!("deleted {} outcomes", report.deleted)
+            } else {
+                "marked the matching outcomes stale".to_owned()
+            };
+            println!("{done} of {} functions", report.functions);
+            ExitCode::SUCCESS
+        }
+        Err(e @ EngineError::Invalid { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -638,3 +638,114 @@ async fn bumping_key_prefix_makes_every_old_outcome_a_miss_without_deleting_it()
     assert_eq!(function["config"]["key_prefix"], "v2");
     assert_eq!(upstream.hits(), 2);
 }
+
+#[tokio::test]
+async fn invalidating_a_tag_marks_stale_then_deletes_and_the_cli_does_the_same_offline() {
+    let (upstream, _) = ok_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cacheow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[route]]\npattern = \"GET http://{}/chat/{{id}}\"\ntags = [\"llm\"]\n",
+            upstream.addr
+        ),
+    )
+    .unwrap();
+    let mut cacheow = Cacheow::start(&[
+        "--default-mode",
+        "cache",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let client = cacheow.proxied_client();
+    let chat = format!("{}/chat/1", upstream.url());
+    let other = format!("{}/other", upstream.url());
+    for url in [&chat, &other, &chat, &other] {
+        get(&client, url).await;
+    }
+    assert_eq!(upstream.hits(), 2);
+
+    let (status, error) = cacheow
+        .api(http::Method::POST, "/api/invalidate", Some(json!({})))
+        .await;
+    assert_eq!(status, 400, "nothing named: {error}");
+    let marked = cacheow.post("/api/invalidate", json!({"tag": "llm"})).await;
+    assert_eq!(
+        (marked["functions"].as_u64(), marked["deleted"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let refreshed = get(&client, &chat).await;
+    assert_eq!(
+        (refreshed.source.as_str(), upstream.hits()),
+        ("upstream", 3),
+        "stale, so refreshed"
+    );
+    assert_eq!(get(&client, &chat).await.source, "cache");
+    assert_eq!(
+        get(&client, &other).await.source,
+        "cache",
+        "an untagged function is untouched"
+    );
+
+    let chat_id = cacheow.function("/chat/").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("two outcome files", || async {
+        outcome_files(cacheow.data_dir(), &chat_id).len() == 2
+    })
+    .await;
+    let deleted = cacheow
+        .post(
+            "/api/invalidate",
+            json!({"tag": "llm", "older_than": "0s", "delete": true}),
+        )
+        .await;
+    assert_eq!(deleted["deleted"], 2);
+    eventually("files deleted", || async {
+        outcome_files(cacheow.data_dir(), &chat_id).is_empty()
+    })
+    .await;
+
+    // Offline: the same through the command line on a stopped cacheow.
+    get(&client, &other).await;
+    let other_id = cacheow.function("/other").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(cacheow.stop().success());
+    let data_dir = cacheow.data_dir().to_owned();
+    let invalidate = |extra: &[&str]| {
+        let output = std::process::Command::new(cacheow_tests::cacheow_bin())
+            .arg("invalidate")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let (code, text) = invalidate(&["--function", &other_id]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("marked the matching outcomes stale of 1 functions"),
+        "{text}"
+    );
+    let (code, text) = invalidate(&["--older-than", "soon"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--older-than"), "{text}");
+    let cacheow = cacheow.restart();
+    let client = cacheow.proxied_client();
+    let hits = upstream.hits();
+    assert_eq!(get(&client, &other).await.source, "upstream");
+    assert_eq!(upstream.hits(), hits + 1);
+    let mut cacheow = cacheow;
+    assert!(cacheow.stop().success());
+    let (code, text) = invalidate(&["--function", &other_id, "--delete"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("deleted 2 outcomes"), "{text}");
+    assert!(outcome_files(&data_dir, &other_id).is_empty());
+}
