@@ -177,6 +177,9 @@ struct Run {
     fallback: Option<Arc<StoredOutcome>>,
     /// Identical calls waiting for this one.
     lead: Option<Lead>,
+    /// The call refreshes a stale outcome (`stale_while_revalidate`): if
+    /// the body fails, the stale outcome stays the answer, unrecorded over.
+    refreshing: bool,
 }
 
 /// What to do with a call.
@@ -263,15 +266,30 @@ impl Call {
     /// returns the stale value instead.
     fn finish_run<C: Codec>(mut self, output: C::Output) -> (C::Output, Option<Recording>) {
         let encoded = encode_call::<C>(&output);
-        let failed = encoded
+        let failure = encoded
             .as_ref()
-            .is_some_and(|o| o.outcome_type == OutcomeType::Exception);
+            .filter(|o| o.outcome_type == OutcomeType::Exception)
+            .map(|o| o.exception_type.clone().unwrap_or_default());
+        self.function.note_upstream(failure.is_some());
         let fallback = self.run.as_mut().and_then(|run| run.fallback.take());
-        if failed && let Some(stale) = fallback {
+        if let Some(error) = &failure
+            && let Some(stale) = fallback
+        {
             match codec::decode::<C>(stale.outcome().into()) {
                 Ok(value) => {
-                    let (recording, ..) = self.store(encoded, Some(stale.id()));
-                    self.finish(Source::Stale, Some(stale.id()), None, None);
+                    let refreshing = self.run.as_ref().is_some_and(|run| run.refreshing);
+                    if refreshing && let Some(run) = self.run.as_mut() {
+                        run.unrecorded = Some(Unrecorded::RefreshFailed);
+                    }
+                    let (recording, _, unrecorded) = self.store(encoded, Some(stale.id()));
+                    self.function.finish(Finished {
+                        cache_miss: self.cache_miss.get(),
+                        outcome_id: Some(stale.id()),
+                        error: Some(error.clone()),
+                        unrecorded: unrecorded.filter(|_| refreshing),
+                        upstream_failed: true,
+                        ..Finished::of(Some(self.key), Source::Stale, self.started.elapsed())
+                    });
                     return (value, recording);
                 }
                 Err(reason) => tracing::warn!(
@@ -337,6 +355,7 @@ impl Call {
                     unrecorded,
                     fallback,
                     lead,
+                    refreshing: false,
                 });
                 return Plan::Run;
             }
@@ -344,14 +363,16 @@ impl Call {
             // or not be `Send`), so the call that would start a refresh
             // makes it now; the calls meanwhile are served stale.
             Ok(Decision::Replay {
+                outcome,
                 refresh: Some(lead),
                 ..
             }) => {
                 self.cache_miss.set(true);
                 self.run = Some(Run {
                     unrecorded: None,
-                    fallback: None,
+                    fallback: Some(outcome),
                     lead: Some(lead),
+                    refreshing: true,
                 });
                 return Plan::Run;
             }
@@ -391,6 +412,7 @@ impl Call {
                     unrecorded: None,
                     fallback: None,
                     lead: None,
+                    refreshing: false,
                 });
                 Plan::Run
             }

@@ -655,5 +655,41 @@ fn stale_while_revalidate_refreshes_in_one_call_while_others_get_the_stale_resul
         );
         assert_eq!(revalidated(1), 2, "then the refreshed result replays");
         assert_eq!(REVALIDATIONS.load(Ordering::SeqCst), 2);
+
+        manager().set_mode(function_id!(flaky_revalidated), Mode::Cache);
+        assert_eq!(flaky_revalidated(1), Ok(1));
+        std::thread::sleep(Duration::from_millis(150));
+        FLAKY_REVALIDATION_DOWN.store(true, Ordering::SeqCst);
+        assert_eq!(
+            flaky_revalidated(1),
+            Ok(1),
+            "a failed refresh answers stale"
+        );
+        assert_eq!(
+            flaky_revalidated(1),
+            Ok(1),
+            "and the failure never replaces it"
+        );
+        let stats = manager()
+            .function(function_id!(flaky_revalidated))
+            .unwrap()
+            .stats();
+        assert_eq!(
+            stats.unrecorded.get("refresh_failed"),
+            Some(&2),
+            "{stats:?}"
+        );
     });
+}
+
+static FLAKY_REVALIDATION_DOWN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+#[cacheow(ttl = "100ms", stale_while_revalidate = "1m")]
+fn flaky_revalidated(x: u8) -> Result<u8, String> {
+    if FLAKY_REVALIDATION_DOWN.load(Ordering::SeqCst) {
+        Err("down".into())
+    } else {
+        Ok(x)
+    }
 }

@@ -84,6 +84,9 @@ impl Counters {
         self.total_duration_us
             .fetch_add(call.elapsed.as_micros() as u64, Ordering::Relaxed);
         match call.source {
+            // Internal: a cache-mode call refused for having nothing fresh
+            // (only-if-cached) is a miss, not a hit.
+            Source::Cache if call.cache_miss => 0,
             Source::Cache => bump(&self.cache_hits),
             Source::Mock => bump(&self.mock_calls),
             Source::Upstream if call.guard.is_none() => bump(&self.upstream_calls),
@@ -91,6 +94,9 @@ impl Counters {
             Source::Stale => bump(&self.stale_served),
             Source::Coalesced => bump(&self.coalesced),
         };
+        if call.upstream_failed {
+            bump(&self.upstream_calls);
+        }
         match call.guard {
             Some(Guard::BudgetExceeded) => bump(&self.budget_rejected),
             Some(Guard::CircuitOpen) => bump(&self.circuit_open),
@@ -162,25 +168,44 @@ mod tests {
             error: Some("no_mock_outcome".into()),
             ..finished(Source::Mock)
         });
+        assert_eq!(
+            (
+                counters.snapshot().mock_calls,
+                counters.snapshot().exceptions
+            ),
+            (1, 1),
+            "no_mock_outcome counts one exception"
+        );
         counters.count(&Finished {
             cache_miss: true,
             unrecorded: Some(Unrecorded::RequestOversize),
             ..finished(Source::Upstream)
         });
         counters.count(&finished(Source::Cache));
+        counters.count(&Finished {
+            cache_miss: true,
+            error: Some("not_cached".into()),
+            ..finished(Source::Cache)
+        });
+        counters.count(&Finished {
+            upstream_failed: true,
+            error: Some("status_503".into()),
+            ..finished(Source::Stale)
+        });
         let stats = counters.snapshot();
-        assert_eq!(stats.total_calls, 3);
+        assert_eq!(stats.total_calls, 5);
         assert_eq!(
-            (stats.mock_calls, stats.exceptions),
-            (1, 1),
-            "no_mock_outcome counts one exception"
+            (stats.cache_hits, stats.cache_misses),
+            (1, 2),
+            "a not_cached refusal is a miss"
         );
         assert_eq!(
-            (stats.upstream_calls, stats.cache_misses, stats.cache_hits),
-            (1, 1, 1)
+            (stats.stale_served, stats.upstream_calls, stats.exceptions),
+            (1, 2, 3),
+            "a stale answer for a failed upstream counts the call and its failure"
         );
         assert_eq!(stats.unrecorded["request_oversize"], 1);
-        assert!((stats.total_duration_ms - 6.0).abs() < 1e-9);
+        assert!((stats.total_duration_ms - 10.0).abs() < 1e-9);
         assert!(stats.last_called_at.is_some());
     }
 

@@ -422,6 +422,11 @@ impl Call<'_> {
     /// A stale replay's background refresh, when nobody is refreshing this
     /// key and the guards let it through.
     fn claim_refresh(&self) -> Option<Lead> {
+        // Internal: a caller that forbids calling or keeping (only-if-cached,
+        // no-store) is served stale without starting one.
+        if self.overrides.only_if_cached || self.overrides.no_store {
+            return None;
+        }
         let lead = self.guards.flights.lead(*self.key?)?;
         self.pass_guards().ok()?;
         Some(lead)
@@ -439,17 +444,13 @@ impl Call<'_> {
         {
             return Err(refuse(Guard::CircuitOpen, open_for));
         }
-        if let Some(budget) = &self.policy.max_upstream_calls
-            && !self.guards.spending.take(budget)
-        {
-            return Err(refuse(Guard::BudgetExceeded, budget.per));
-        }
-        if let Some((spending, budget)) = self.guards.global
-            && !spending.take(budget)
-        {
-            return Err(refuse(Guard::BudgetExceeded, budget.per));
-        }
-        Ok(())
+        let local = self
+            .policy
+            .max_upstream_calls
+            .as_ref()
+            .map(|budget| (self.guards.spending, budget));
+        Spending::take_all([local, self.guards.global])
+            .map_err(|retry_after| refuse(Guard::BudgetExceeded, retry_after))
     }
 }
 

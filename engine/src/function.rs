@@ -75,11 +75,14 @@ pub enum Unrecorded {
     NoStore,
     /// The caller asked to go straight through (`x-cacheow-mode: bypass`).
     Bypass,
+    /// A refresh of a stale outcome failed; the stale outcome stays the
+    /// answer rather than the failure.
+    RefreshFailed,
 }
 
 impl Unrecorded {
     /// Every reason.
-    pub const ALL: [Unrecorded; 7] = [
+    pub const ALL: [Unrecorded; 8] = [
         Unrecorded::ClientGone,
         Unrecorded::Oversize,
         Unrecorded::RequestOversize,
@@ -87,6 +90,7 @@ impl Unrecorded {
         Unrecorded::Loop,
         Unrecorded::NoStore,
         Unrecorded::Bypass,
+        Unrecorded::RefreshFailed,
     ];
 
     /// The name used in stats, recent calls and logs.
@@ -99,6 +103,7 @@ impl Unrecorded {
             Unrecorded::Loop => "loop",
             Unrecorded::NoStore => "no_store",
             Unrecorded::Bypass => "bypass",
+            Unrecorded::RefreshFailed => "refresh_failed",
         }
     }
 }
@@ -199,6 +204,9 @@ pub struct Finished {
     pub guard: Option<Guard>,
     /// A background refresh (`stale_while_revalidate`), not a caller's call.
     pub refresh: bool,
+    /// The upstream was called and failed, and a stale outcome answered
+    /// (`stale_if_error`): counted as an upstream call too.
+    pub upstream_failed: bool,
 }
 
 impl Finished {
@@ -215,6 +223,7 @@ impl Finished {
             unrecorded: None,
             guard: None,
             refresh: false,
+            upstream_failed: false,
         }
     }
 }
@@ -374,7 +383,10 @@ impl FunctionHandle {
     pub fn finish(&self, call: Finished) {
         self.state.counters.count(&call);
         if let Some(reason) = call.unrecorded {
-            if matches!(reason, Unrecorded::NoStore | Unrecorded::Bypass) {
+            if matches!(
+                reason,
+                Unrecorded::NoStore | Unrecorded::Bypass | Unrecorded::RefreshFailed
+            ) {
                 tracing::debug!(function = %self.id(), reason = reason.as_str(), "call not recorded, as the caller asked");
             } else {
                 tracing::warn!(function = %self.id(), reason = reason.as_str(), "call not recorded");

@@ -16,29 +16,53 @@ pub(crate) struct Spending {
 }
 
 impl Spending {
-    /// Takes one call from `budget`: false when the window's calls are
-    /// spent, and then the call must not go upstream.
-    pub(crate) fn take(&self, budget: &Budget) -> bool {
+    /// Takes one call from each budget given, or from none of them: `Err`
+    /// with the time until the call could go through when any window's
+    /// calls are spent, and then the call must not go upstream.
+    pub(crate) fn take_all(budgets: [Option<(&Spending, &Budget)>; 2]) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        while calls
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= budget.per)
-        {
-            calls.pop_front();
+        // Internal: always locked in the order given (the function's, then
+        // the global one), so two calls cannot wait on each other.
+        let mut locked: Vec<_> = budgets
+            .into_iter()
+            .flatten()
+            .map(|(spending, budget)| {
+                (
+                    spending.calls.lock().unwrap_or_else(|e| e.into_inner()),
+                    budget,
+                )
+            })
+            .collect();
+        for (calls, budget) in &mut locked {
+            room(calls, budget, now)?;
         }
-        // Internal: a budget lowered since these calls keeps only the
-        // newest it now allows.
-        let allowed = usize::try_from(budget.calls).unwrap_or(usize::MAX);
-        while calls.len() > allowed {
-            calls.pop_front();
+        for (calls, _) in &mut locked {
+            calls.push_back(now);
         }
-        if calls.len() >= allowed {
-            return false;
-        }
-        calls.push_back(now);
-        true
+        Ok(())
     }
+}
+
+/// Forgets calls that left `budget`'s window; `Err` with the time until
+/// the oldest leaves when the window has no room for one more.
+fn room(calls: &mut VecDeque<Instant>, budget: &Budget, now: Instant) -> Result<(), Duration> {
+    while calls
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= budget.per)
+    {
+        calls.pop_front();
+    }
+    // Internal: a budget lowered since these calls keeps only the newest it
+    // now allows.
+    let allowed = usize::try_from(budget.calls).unwrap_or(usize::MAX);
+    while calls.len() > allowed {
+        calls.pop_front();
+    }
+    if calls.len() < allowed {
+        return Ok(());
+    }
+    let oldest = calls.front().copied().unwrap_or(now);
+    Err(budget.per.saturating_sub(now.duration_since(oldest)))
 }
 
 /// A circuit breaker's failures and whether it is open.
@@ -102,10 +126,35 @@ mod tests {
             calls: 3,
             per: Duration::from_millis(80),
         };
-        assert!((0..3).all(|_| spending.take(&budget)));
-        assert!(!spending.take(&budget));
+        let take = || Spending::take_all([Some((&spending, &budget)), None]);
+        assert!((0..3).all(|_| take().is_ok()));
+        let wait = take().unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(80) && !wait.is_zero(),
+            "{wait:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
-        assert!(spending.take(&budget));
+        assert!(take().is_ok());
+    }
+
+    #[test]
+    fn a_refusal_by_one_budget_spends_nothing_of_the_other() {
+        let (function, global) = (Spending::default(), Spending::default());
+        let roomy = Budget {
+            calls: 2,
+            per: Duration::from_secs(60),
+        };
+        let spent = Budget {
+            calls: 0,
+            per: Duration::from_secs(60),
+        };
+        for _ in 0..5 {
+            assert!(
+                Spending::take_all([Some((&function, &roomy)), Some((&global, &spent))]).is_err()
+            );
+        }
+        assert!(Spending::take_all([Some((&function, &roomy)), None]).is_ok());
+        assert!(Spending::take_all([Some((&function, &roomy)), None]).is_ok());
     }
 
     #[test]

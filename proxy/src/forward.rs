@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cacheow_engine::{
     CallKey, Decision, Finished, Follow, FunctionHandle, FunctionKind, FunctionSpec, Guard,
-    Landing, Lead, NewOutcome, OutcomeType, Refusal, ReplayFilter, Source, StoredOutcome,
-    Unrecorded, Waited,
+    Landing, Lead, NewOutcome, Refusal, ReplayFilter, Source, StoredOutcome, Unrecorded, Waited,
 };
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -24,8 +23,8 @@ use crate::error::{AbortConnection, ErrorKind, Kind, ProxyError, Reply};
 use crate::headers::{self, strip_hop_by_hop};
 use crate::live::Live;
 use crate::outcome_http::{
-    Ending, Prepared, body_to_json, headers_to_json, prepare, response_fingerprint,
-    response_outcome,
+    Ending, Prepared, body_to_json, headers_to_json, prepare, request_requirements,
+    response_fingerprint, response_outcome, satisfies,
 };
 use crate::redact::Redaction;
 use crate::state::AppState;
@@ -162,8 +161,9 @@ pub(crate) async fn pipeline(
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let stood_in_for = guard.map(|g| HeaderValue::from_static(g.code()));
-                return call.replay(&outcome, source, age, stood_in_for).await;
+                return call
+                    .replay(&outcome, source, age, guard.map(StoodInFor::Guard))
+                    .await;
             }
             Ok(Decision::Call {
                 reason,
@@ -401,7 +401,7 @@ impl Call<'_> {
         outcome: &StoredOutcome,
         source: Source,
         age: Duration,
-        stood_in_for: Option<HeaderValue>,
+        stood_in_for: Option<StoodInFor>,
     ) -> Reply {
         let prepared = outcome.prepared(prepare);
         let stamp = |response: &mut Response<ProxyBody>| {
@@ -409,7 +409,7 @@ impl Call<'_> {
             if let Some(failure) = &stood_in_for {
                 response
                     .headers_mut()
-                    .insert(headers::ERROR, failure.clone());
+                    .insert(headers::ERROR, failure.header());
             }
         };
         let outcome_id = Some(outcome.outcome().id);
@@ -576,7 +576,9 @@ impl Call<'_> {
         let status = parts.status.as_u16();
         let cap = self.state.config.max_body_bytes;
         let live = plan.lead.as_ref().map(|lead| {
-            let live = Live::new(parts.status, parts.headers.clone(), cap);
+            let requires =
+                request_requirements(&head.request.headers, parts.status, &parts.headers);
+            let live = Live::new(parts.status, head.headers.clone(), requires, cap);
             lead.share_live(live.clone());
             live
         });
@@ -677,9 +679,7 @@ impl Call<'_> {
         let outcome_id = recording.outcome_id;
         let is_new = recording.is_new;
         let mut mirror_lags = false;
-        let persisted = recording.persisted().await;
-        plan.land(Some(outcome_id));
-        match persisted {
+        match recording.persisted().await {
             Ok(()) => {}
             Err(cacheow_storage::WriteError::MirrorLagging { reason }) => {
                 tracing::warn!(function = %self.function.id(), %reason, "durable outcome committed; its JSON file lags");
@@ -688,8 +688,14 @@ impl Call<'_> {
             Err(e) if !is_new => {
                 tracing::warn!(function = %self.function.id(), error = %e, "durable count update failed; the outcome itself was stored before");
             }
-            Err(e) => return Ok(self.unstored(status, &e)),
+            Err(e) => {
+                // Internal: nothing was stored, so the waiting calls go on
+                // their own rather than replay it.
+                plan.land(None);
+                return Ok(self.unstored(status, &e));
+            }
         }
+        plan.land(Some(outcome_id));
         self.finish(Source::Upstream, Some(outcome_id), Some(status), None, None);
         let mut response = Response::from_parts(parts, ProxyBody::full(bytes));
         self.mark(&mut response, Source::Upstream);
@@ -829,7 +835,7 @@ impl Call<'_> {
         plan.land(outcome_id);
         if let Some(stale) = plan.fallback.take() {
             tracing::info!(function = %self.function.id(), kind = failure.kind.as_str(), message = %failure.message, "the upstream call failed; serving the last good outcome (stale_if_error)");
-            let failure = HeaderValue::from_static(failure.kind.as_str());
+            let failure = StoodInFor::Failure(HeaderValue::from_static(failure.kind.as_str()));
             return self
                 .replay(&stale, Source::Stale, stale.age(), Some(failure))
                 .await;
@@ -863,8 +869,13 @@ impl Call<'_> {
         tracing::info!(function = %self.function.id(), status, "the upstream answered with an error status; serving the last good outcome (stale_if_error)");
         let failure = HeaderValue::from_str(&format!("status_{status}"))
             .expect("a status code makes a valid header value");
-        self.replay(stale, Source::Stale, stale.age(), Some(failure))
-            .await
+        self.replay(
+            stale,
+            Source::Stale,
+            stale.age(),
+            Some(StoodInFor::Failure(failure)),
+        )
+        .await
     }
 
     /// Waits for the identical call in flight: follows its live answer,
@@ -876,12 +887,15 @@ impl Call<'_> {
         fallback: Option<Arc<StoredOutcome>>,
         filter: &RequestFilter<'_>,
     ) -> Option<Reply> {
-        match flight
-            .wait::<Live>(self.state.config.upstream_timeout)
-            .await?
-        {
+        // Internal: a lead may wait the upstream timeout for the head and
+        // again for the body before it lands.
+        let patience = self.state.config.upstream_timeout.saturating_mul(2);
+        match flight.wait::<Live>(patience).await? {
             Waited::Live(live) => {
-                let following = live.follow()?;
+                if !satisfies(live.requires(), filter.headers) {
+                    return None;
+                }
+                let following = live.follow(self.state.config.upstream_timeout)?;
                 let mut response = Response::new(ProxyBody::Follow(following));
                 *response.status_mut() = live.status;
                 *response.headers_mut() = live.headers.clone();
@@ -901,7 +915,7 @@ impl Call<'_> {
                     return None;
                 }
                 if let Some(stale) = fallback
-                    && let Some(failure) = self.failure_of(&outcome)
+                    && let Some(failure) = self.failure_of(&outcome).map(StoodInFor::SharedFailure)
                 {
                     return Some(
                         self.replay(&stale, Source::Stale, stale.age(), Some(failure))
@@ -921,8 +935,8 @@ impl Call<'_> {
     /// upstream failure; `None` for a good one.
     fn failure_of(&self, outcome: &StoredOutcome) -> Option<HeaderValue> {
         let stored = outcome.outcome();
-        if stored.outcome_type == OutcomeType::Exception {
-            let kind = stored.exception_type.as_deref().unwrap_or("exception");
+        // Internal: an exception, or a stream that broke off.
+        if let Some(kind) = &stored.exception_type {
             return HeaderValue::from_str(kind).ok();
         }
         let status = stored.value.get("status")?.as_u64()?;
@@ -949,7 +963,7 @@ impl Call<'_> {
         };
         let source = refusal.source();
         self.function.finish(Finished {
-            cache_miss: self.cache_miss,
+            cache_miss: self.cache_miss || matches!(refusal, Refusal::NotCached { .. }),
             error: Some(kind.code().into()),
             guard: refusal.guard(),
             ..Finished::of(self.key, source, self.started.elapsed())
@@ -1015,27 +1029,35 @@ impl Call<'_> {
         headers.insert(headers::FUNCTION, id);
     }
 
-    /// Counts a replay; a stale one standing in for an open circuit counts
-    /// as meeting it.
+    /// Counts a replay; a stale one counts what it stood in for: a failed
+    /// upstream call (as an upstream call and its error), or a guard.
     fn finish_replay(
         &self,
         source: Source,
         outcome_id: Option<cacheow_engine::OutcomeId>,
         status: Option<u16>,
         error: Option<String>,
-        stood_in_for: &Option<HeaderValue>,
+        stood_in_for: &Option<StoodInFor>,
     ) {
-        let circuit_open = stood_in_for
-            .as_ref()
-            .is_some_and(|f| f == Guard::CircuitOpen.code());
-        self.function.finish(Finished {
+        let mut finished = Finished {
             cache_miss: self.cache_miss,
             outcome_id,
             status,
             error,
-            guard: circuit_open.then_some(Guard::CircuitOpen),
             ..Finished::of(self.key, source, self.started.elapsed())
-        });
+        };
+        match stood_in_for {
+            Some(StoodInFor::Failure(failure)) => {
+                finished.upstream_failed = true;
+                finished.error = failure.to_str().ok().map(str::to_owned);
+            }
+            Some(StoodInFor::SharedFailure(failure)) => {
+                finished.error = failure.to_str().ok().map(str::to_owned);
+            }
+            Some(StoodInFor::Guard(guard)) => finished.guard = Some(*guard),
+            None => {}
+        }
+        self.function.finish(finished);
     }
 
     fn finish(
@@ -1054,6 +1076,25 @@ impl Call<'_> {
             unrecorded,
             ..Finished::of(self.key, source, self.started.elapsed())
         });
+    }
+}
+
+/// What a stale reply stands in for, named in its `x-cacheow-error`.
+enum StoodInFor {
+    /// This call's upstream call failed (`connection_refused`, `status_503`).
+    Failure(HeaderValue),
+    /// The identical call it waited for failed.
+    SharedFailure(HeaderValue),
+    /// A guard kept the call from the upstream.
+    Guard(Guard),
+}
+
+impl StoodInFor {
+    fn header(&self) -> HeaderValue {
+        match self {
+            StoodInFor::Failure(failure) | StoodInFor::SharedFailure(failure) => failure.clone(),
+            StoodInFor::Guard(guard) => HeaderValue::from_static(guard.code()),
+        }
     }
 }
 
@@ -1158,40 +1199,64 @@ impl Refresh {
             Ok(response) => response,
             Err(failure) => {
                 self.function.note_upstream(true);
-                tracing::info!(function = %self.function.id(), kind = failure.kind.as_str(), message = %failure.message, "a background refresh failed; the stale outcome stays");
-                let mut outcome = NewOutcome::exception(failure.kind.as_str(), failure.message);
-                outcome.duration_ms = failure.duration.as_secs_f64() * 1000.0;
-                outcome.request = Some(self.record.to_json());
-                let outcome_id = self.function.record(self.key, outcome).outcome_id;
-                lead.land(Some(outcome_id));
-                let error = Some(failure.kind.as_str().to_owned());
-                self.function
-                    .finish(finished(Some(outcome_id), None, error));
+                self.failed(lead, failure.kind.as_str(), None, finished);
                 return;
             }
         };
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let status = parts.status.as_u16();
-        self.function
-            .note_upstream(self.function.is_error_status(status));
-        let head = Head {
-            status: parts.status,
-            headers: self.state.config.redaction.response_headers(&parts.headers),
-            elapsed: started.elapsed(),
-            request: self.record,
-        };
+        let failed = self.function.is_error_status(status);
+        self.function.note_upstream(failed);
+        if failed {
+            self.failed(lead, &format!("status_{status}"), Some(status), finished);
+            return;
+        }
+        let elapsed = started.elapsed();
         let captured = read_whole(
             incoming,
             self.state.config.max_body_bytes,
             self.state.config.upstream_timeout,
         )
         .await;
+        if let Captured::Broken { .. } = captured {
+            let kind = ErrorKind::ConnectionReset.as_str();
+            self.failed(lead, kind, Some(status), finished);
+            return;
+        }
+        let head = Head {
+            status: parts.status,
+            headers: self.state.config.redaction.response_headers(&parts.headers),
+            elapsed,
+            request: self.record,
+        };
         let recorded = record_captured(&self.function, self.key, head, captured);
         lead.land(recorded.outcome_id);
         self.function.finish(Finished {
             unrecorded: recorded.unrecorded,
             ..finished(recorded.outcome_id, Some(status), recorded.error)
+        });
+    }
+
+    /// A refresh that failed is not recorded: the stale outcome it was to
+    /// replace stays the answer (RFC 5861), rather than a failure becoming
+    /// the fresh one. The calls waiting for it go on their own.
+    fn failed(
+        &self,
+        lead: Lead,
+        error: &str,
+        status: Option<u16>,
+        finished: impl FnOnce(
+            Option<cacheow_engine::OutcomeId>,
+            Option<u16>,
+            Option<String>,
+        ) -> Finished,
+    ) {
+        tracing::info!(function = %self.function.id(), error, "a background refresh failed; the stale outcome stays");
+        lead.land(None);
+        self.function.finish(Finished {
+            unrecorded: Some(Unrecorded::RefreshFailed),
+            ..finished(None, status, Some(error.to_owned()))
         });
     }
 }

@@ -285,16 +285,21 @@ pub(crate) struct PreparedOutcome {
 impl PreparedOutcome {
     /// True if a request with `headers` may be answered by this outcome.
     pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
-        self.requires.iter().all(|(name, expected)| {
-            let actual = header_text(headers, name);
-            match (expected.as_deref(), actual) {
-                // Internal: a secret is stored redacted, so only its
-                // presence can be compared.
-                (Some(REDACTED), actual) => actual.is_some(),
-                (expected, actual) => expected == actual.as_deref(),
-            }
-        })
+        satisfies(&self.requires, headers)
     }
+}
+
+/// True when `headers` have the values `requires` names (`None`: absent).
+pub(crate) fn satisfies(requires: &[(HeaderName, Option<String>)], headers: &HeaderMap) -> bool {
+    requires.iter().all(|(name, expected)| {
+        let actual = header_text(headers, name);
+        match (expected.as_deref(), actual) {
+            // Internal: a secret is stored redacted, so only its presence
+            // can be compared.
+            (Some(REDACTED), actual) => actual.is_some(),
+            (expected, actual) => expected == actual.as_deref(),
+        }
+    })
 }
 
 /// Request headers that make a 304 or 412 answer true only for a request
@@ -331,6 +336,17 @@ fn requirements(
     let Ok(recorded) = headers_from_json(request.get("headers").unwrap_or(&Value::Null)) else {
         return Vec::new();
     };
+    request_requirements(&recorded, status, headers)
+}
+
+/// What a request must look like to be answered by the reply with `status`
+/// and `headers` that a request with headers `recorded` got: the headers
+/// its `Vary` names, and for a 304 or 412 the request's conditions.
+pub(crate) fn request_requirements(
+    recorded: &HeaderMap,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Vec<(HeaderName, Option<String>)> {
     let mut names: Vec<HeaderName> = headers
         .get_all(http::header::VARY)
         .iter()
@@ -352,7 +368,7 @@ fn requirements(
     names
         .into_iter()
         .map(|name| {
-            let value = header_text(&recorded, &name);
+            let value = header_text(recorded, &name);
             (name, value)
         })
         .collect()

@@ -209,7 +209,16 @@ async fn stale_if_error_serves_the_last_good_outcome_when_the_upstream_fails_or_
     );
     assert_eq!(gone.body["n"], 1);
     let function = cacheow.function("/sie").await;
-    assert_eq!(function["stats"]["stale_served"], 2);
+    let stats = &function["stats"];
+    assert_eq!(stats["stale_served"], 2);
+    assert_eq!(
+        (
+            stats["upstream_calls"].as_u64(),
+            stats["exceptions"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "a stale answer still counts the failed upstream call: {stats}"
+    );
     let kinds: Vec<&Value> = function["outcomes"]
         .as_array()
         .unwrap()
