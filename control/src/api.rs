@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cacheow_engine::{
     CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, Invalidation,
-    MAX_WAIT_MS, MockEntry, Mode, NewOutcome, OutcomeId, Policy, Stats, StoredOutcome, policy,
+    MAX_WAIT_MS, MockEntry, Mode, NewOutcome, OutcomeId, Policy, ReplayFilter, Stats,
+    StoredOutcome, policy,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -27,6 +28,27 @@ pub struct Control {
     token: Option<String>,
     /// Fields `/api/info` adds to the common ones.
     info: Map<String, Value>,
+    /// Finds the function and call key of a described call.
+    lookup: Option<Arc<dyn Lookup>>,
+}
+
+/// Turns the call `POST /api/lookup` describes into the function it
+/// belongs to and its call key, for the side that knows that kind of call
+/// (the proxy: a method, URL, headers and body).
+pub trait Lookup: Send + Sync {
+    /// The function's identity, the call's key, and which stored outcomes
+    /// may answer it; `Err((field, reason))` when the description is wrong.
+    fn lookup(&self, call: &Map<String, Value>) -> Result<LookedUp, (String, String)>;
+}
+
+/// A call found by [`Lookup`].
+pub struct LookedUp {
+    /// The identity its function has (or will have).
+    pub name: String,
+    /// Its call key.
+    pub key: CallKey,
+    /// Which stored outcomes may answer it, beyond the key.
+    pub filter: Box<dyn ReplayFilter + Send>,
 }
 
 impl std::fmt::Debug for Control {
@@ -61,7 +83,14 @@ impl Control {
             own_authorities,
             token,
             info,
+            lookup: None,
         }
+    }
+
+    /// The API answering `POST /api/lookup` through `lookup`.
+    pub fn with_lookup(mut self, lookup: Arc<dyn Lookup>) -> Self {
+        self.lookup = Some(lookup);
+        self
     }
 
     /// True if `authority` names this listener (API, not a proxy target).
@@ -268,6 +297,33 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
             })
             .await
         }
+        (Method::POST, ["api", "lookup"]) => {
+            let Some(lookup) = state.lookup.clone() else {
+                return Err(ApiError::not_found(
+                    "lookup describes HTTP calls; it is served by `cacheow serve`".to_owned(),
+                ));
+            };
+            let call = read_json(request).await?;
+            let found = lookup
+                .lookup(&call)
+                .map_err(|(field, reason)| ApiError::field("invalid_field", field, reason))?;
+            let id = FunctionId::for_identity(&found.name);
+            let Some(function) = state.engine.function(&id) else {
+                return Ok(ok_json(&json!({
+                    "function": null,
+                    "name": found.name,
+                    "call_key": found.key.to_string(),
+                    "would": "call",
+                    "reason": "no call to this function was seen yet",
+                })));
+            };
+            let inspection = function.inspect(&found.key, &*found.filter);
+            let mut reply = serde_json::to_value(inspection).expect("an inspection serialises");
+            reply["function"] = id.to_string().into();
+            reply["name"] = found.name.into();
+            reply["call_key"] = found.key.to_string().into();
+            Ok(ok_json(&reply))
+        }
         (Method::POST, ["api", "invalidate"]) => {
             let what = invalidation(&read_json(request).await?)?;
             let engine = state.engine.clone();
@@ -323,7 +379,7 @@ async fn route(state: Arc<Control>, request: Request<Incoming>) -> ApiResult {
                 ))),
             }
         }
-        (_, ["api", "info" | "functions" | "invalidate"]) | (_, [""]) => {
+        (_, ["api", "info" | "functions" | "invalidate" | "lookup"]) | (_, [""]) => {
             Err(method_not_allowed(&path))
         }
         _ => Err(ApiError::not_found(format!(
@@ -462,6 +518,7 @@ fn index() -> Value {
             "DELETE /api/functions/{id}/outcomes/{outcome_id}",
             "POST /api/functions/{id}/rebuild-index",
             "POST /api/invalidate",
+            "POST /api/lookup",
         ],
     })
 }

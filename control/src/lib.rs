@@ -17,7 +17,7 @@ mod deadline;
 mod panel;
 mod serve;
 
-pub use api::{Control, json_response, tokens_match};
+pub use api::{Control, LookedUp, Lookup, json_response, tokens_match};
 pub use connection::{Connection, ConnectionTimeouts, accept, serve_connection};
 pub use deadline::Deadline;
 pub use serve::{ControlOptions, serve_control};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheow_storage::{CallKey, FunctionId, MockEntry, Mode};
+use cacheow_storage::{CallKey, FunctionId, MockEntry, Mode, OutcomeId};
 use serde::Serialize;
 
 use crate::codec::OutcomeCodec;
@@ -145,6 +145,23 @@ pub enum Decision {
         /// What may answer if the flight's outcome is a failure.
         fallback: Option<Arc<StoredOutcome>>,
     },
+}
+
+/// What a call would get now, found without making it: no flight joined,
+/// no budget spent, nothing counted (`POST /api/lookup`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The mode the call would be served in.
+    pub mode: Mode,
+    /// `replay`, `replay_stale` (within stale_while_revalidate), `call`
+    /// (upstream), `mock` or `refuse` (mock mode with nothing to replay).
+    pub would: &'static str,
+    /// The newest outcome cache mode could replay for this call, if any.
+    pub outcome_id: Option<OutcomeId>,
+    /// Since that outcome was last recorded, in milliseconds.
+    pub age_ms: Option<u64>,
+    /// `fresh`, `revalidate` or `stale` (past its ttl, or invalidated).
+    pub freshness: Option<&'static str>,
 }
 
 /// Why a call is neither served nor made.
@@ -353,6 +370,42 @@ pub(crate) fn decide(call: Call<'_>) -> Result<Decision, Refusal> {
 }
 
 impl Call<'_> {
+    /// What this call would get (see [`Inspection`]).
+    pub(crate) fn inspect(&self) -> Inspection {
+        let mode = self.overrides.mode.unwrap_or(self.mode);
+        let newest = self.newest(self.policy.stale_if_error.is_some());
+        let freshness = newest.as_ref().map(|o| {
+            let invalidated = self
+                .policy
+                .invalidated(self.key, o.last_seen_at().unix_millis());
+            if invalidated {
+                Freshness::Stale
+            } else {
+                self.policy.freshness(o.age())
+            }
+        });
+        let would = match (mode, freshness) {
+            (Mode::Mock, _) if choose_mock(self).is_some() => "mock",
+            (Mode::Mock, _) => "refuse",
+            (Mode::Cache, Some(Freshness::Fresh)) => "replay",
+            (Mode::Cache, Some(Freshness::Revalidate)) => "replay_stale",
+            _ => "call",
+        };
+        Inspection {
+            mode,
+            would,
+            outcome_id: newest.as_ref().map(|o| o.id()),
+            age_ms: newest
+                .as_ref()
+                .map(|o| u64::try_from(o.age().as_millis()).unwrap_or(u64::MAX)),
+            freshness: freshness.map(|f| match f {
+                Freshness::Fresh => "fresh",
+                Freshness::Revalidate => "revalidate",
+                Freshness::Stale => "stale",
+            }),
+        }
+    }
+
     /// The newest outcome cache mode may replay for this call, fresh or
     /// not; with `good_only`, the newest that is no upstream failure (by
     /// `error_statuses`) too.

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::codec::{CodecError, OutcomeCodec, Preview};
 use crate::counters::Counters;
 use crate::decide::{
-    self, AnyOutcome, Decision, Guard, Guards, Overrides, Refusal, ReplayFilter, Source,
+    self, AnyOutcome, Decision, Guard, Guards, Inspection, Overrides, Refusal, ReplayFilter, Source,
 };
 use crate::engine::Shared;
 use crate::error::EngineError;
@@ -319,11 +319,29 @@ impl FunctionHandle {
         filter: &dyn ReplayFilter,
         overrides: Overrides,
     ) -> Result<Decision, Refusal> {
+        self.with_call(key, filter, overrides, decide::decide)
+    }
+
+    /// What a call with this key would get now, without making it: no
+    /// flight joined, no budget spent, nothing counted.
+    pub fn inspect(&self, key: &CallKey, filter: &dyn ReplayFilter) -> Inspection {
+        self.with_call(Some(key), filter, Overrides::default(), |call| {
+            call.inspect()
+        })
+    }
+
+    fn with_call<R>(
+        &self,
+        key: Option<&CallKey>,
+        filter: &dyn ReplayFilter,
+        overrides: Overrides,
+        f: impl FnOnce(decide::Call<'_>) -> R,
+    ) -> R {
         let policy = self.policy();
         let codec = self.codec();
         let global = self.shared.global_budget();
         let meta = read(&self.state.meta);
-        decide::decide(decide::Call {
+        f(decide::Call {
             function: meta.id,
             mode: meta.mode,
             latency: (meta.latency_ms, meta.latency_jitter_ms),

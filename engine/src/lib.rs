@@ -50,7 +50,7 @@ pub use cacheow_storage::{
 };
 pub use codec::{CodecError, MAX_WAIT_MS, OutcomeCodec, Preview, json_prefix, json_preview};
 pub use decide::{
-    AnyOutcome, CallReason, Decision, Guard, Overrides, Refusal, ReplayFilter, Source,
+    AnyOutcome, CallReason, Decision, Guard, Inspection, Overrides, Refusal, ReplayFilter, Source,
 };
 pub use engine::{Engine, EngineOptions, FunctionSpec};
 pub use error::{EngineError, NoMockOutcome};

@@ -216,16 +216,17 @@ impl Plan {
     }
 }
 
-/// Which recorded replies may answer this request, beyond its call key.
-struct RequestFilter<'a> {
-    headers: &'a http::HeaderMap,
+/// Which recorded replies may answer a request with these headers, beyond
+/// its call key (borrowed on the request path, owned by a lookup).
+pub(crate) struct RequestFilter<H> {
+    pub(crate) headers: H,
 }
 
-impl ReplayFilter for RequestFilter<'_> {
+impl<H: std::borrow::Borrow<http::HeaderMap>> ReplayFilter for RequestFilter<H> {
     // Internal: whether a recorded failure may replay in cache mode is the
     // function's `cache_if` (by default no transport failure does).
     fn accepts(&self, outcome: &StoredOutcome, _source: Source) -> bool {
-        outcome.prepared(prepare).matches(self.headers)
+        outcome.prepared(prepare).matches(self.headers.borrow())
     }
 }
 
@@ -885,7 +886,7 @@ impl Call<'_> {
         &self,
         flight: Follow,
         fallback: Option<Arc<StoredOutcome>>,
-        filter: &RequestFilter<'_>,
+        filter: &RequestFilter<&http::HeaderMap>,
     ) -> Option<Reply> {
         // Internal: a lead may wait the upstream timeout for the head and
         // again for the body before it lands.

@@ -19,6 +19,7 @@ mod guard;
 mod headers;
 mod host_pattern;
 mod live;
+mod lookup;
 mod outcome_http;
 #[cfg(test)]
 mod properties;

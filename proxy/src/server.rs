@@ -15,6 +15,7 @@ use crate::codec::HttpCodec;
 use crate::config::{self, Config};
 use crate::dispatch::{Entry, Listener, serve_accepted};
 use crate::guard;
+use crate::lookup::HttpLookup;
 use crate::state::AppState;
 use crate::tls::{Ca, CaError, LeafCache};
 use crate::upstream;
@@ -100,12 +101,12 @@ pub async fn run(
         ("loss_window".to_owned(), json!(engine.loss_window())),
         ("max_body_bytes".to_owned(), json!(config.max_body_bytes)),
     ]);
-    let control = Arc::new(Control::new(
-        engine.clone(),
-        main_addr,
-        config.token.clone(),
-        info,
-    ));
+    let lookup = Arc::new(HttpLookup {
+        routes: config.routes.clone(),
+    });
+    let control = Arc::new(
+        Control::new(engine.clone(), main_addr, config.token.clone(), info).with_lookup(lookup),
+    );
     let state = Arc::new(AppState {
         client: upstream::client(&config),
         upgrade_client: upstream::upgrade_client(&config),

@@ -758,3 +758,64 @@ async fn invalidating_a_tag_marks_stale_then_deletes_and_the_cli_does_the_same_o
     assert!(text.contains("deleted 2 outcomes"), "{text}");
     assert!(outcome_files(&data_dir, &other_id).is_empty());
 }
+
+#[tokio::test]
+async fn lookup_says_whether_a_call_would_replay_without_making_it() {
+    let (upstream, _) = ok_upstream().await;
+    let cacheow = Cacheow::start(&["--default-mode", "cache"]);
+    let client = cacheow.proxied_client();
+    let url = format!("{}/v1/chat", upstream.url());
+    let body = json!({"model": "m", "messages": [1]});
+    send(&client, client.post(&url).json(&body)).await;
+    let id = configure(&cacheow, "/v1/chat", json!({"ttl": "1s"})).await;
+    let lookup = |body: Value| cacheow.post("/api/lookup", body);
+    let described = json!({
+        "method": "POST",
+        "url": url,
+        "headers": {"content-type": "application/json"},
+        // Same call, keys in another order: the key is canonical.
+        "body": {"messages": [1], "model": "m"},
+    });
+    let found = lookup(described.clone()).await;
+    assert_eq!(found["function"], id.as_str());
+    assert_eq!(
+        (
+            found["would"].as_str(),
+            found["freshness"].as_str(),
+            found["mode"].as_str()
+        ),
+        (Some("replay"), Some("fresh"), Some("cache")),
+        "{found}"
+    );
+    let outcome = cacheow.function("/v1/chat").await["outcomes"][0]["id"].clone();
+    assert_eq!(found["outcome_id"], outcome);
+    assert!(found["age_ms"].as_u64().unwrap() < 1000);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = lookup(described).await;
+    assert_eq!(
+        (stale["would"].as_str(), stale["freshness"].as_str()),
+        (Some("call"), Some("stale"))
+    );
+    let other = lookup(json!({"method": "POST", "url": url, "body": {"model": "other"}})).await;
+    assert_eq!(
+        (other["would"].as_str(), other["outcome_id"].is_null()),
+        (Some("call"), true)
+    );
+    let unseen = lookup(json!({"url": format!("{}/never", upstream.url())})).await;
+    assert_eq!(
+        (unseen["function"].is_null(), unseen["would"].as_str()),
+        (true, Some("call"))
+    );
+    let (status, error) = cacheow
+        .api(
+            http::Method::POST,
+            "/api/lookup",
+            Some(json!({"url": "/relative"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["field"], "url");
+    assert_eq!(upstream.hits(), 1, "a lookup never calls the upstream");
+    let stats = cacheow.function("/v1/chat").await["stats"].clone();
+    assert_eq!(stats["total_calls"], 1, "nor counts as a call");
+}
