@@ -153,6 +153,11 @@ pub(crate) struct Stats {
     /// Calls that left no outcome, by reason (`client_gone`, `oversize`, …).
     pub(crate) unrecorded: std::collections::BTreeMap<String, u64>,
     pub(crate) persist_failures: u64,
+    pub(crate) stale_served: u64,
+    pub(crate) refreshed: u64,
+    pub(crate) coalesced: u64,
+    pub(crate) budget_rejected: u64,
+    pub(crate) circuit_open: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -451,6 +456,12 @@ pub(crate) async fn set_config(id: &str, settings: &Value) -> Result<Value, ApiE
     let path = function_path(id, "/config")?;
     let reply: ConfigReply = post(&path, settings).await?;
     Ok(reply.config)
+}
+
+/// Marks outcomes stale (or deletes them): `POST /api/invalidate`.
+pub(crate) async fn invalidate(what: &Value) -> Result<(), ApiError> {
+    let _: Value = post("/api/invalidate", what).await?;
+    Ok(())
 }
 
 pub(crate) async fn set_mock_outcomes(id: &str, entries: &[MockEntry]) -> Result<(), ApiError> {

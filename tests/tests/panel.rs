@@ -939,6 +939,75 @@ async fn the_replay_duration_box_turns_recorded_durations_on() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_cache_policy_edited_in_the_page_changes_the_next_proxied_calls() {
+    let upstream = Upstream::echo().await;
+    let cacheow = Cacheow::start(&[]);
+    let client = cacheow.proxied_client();
+    let url = format!("{}/budgeted", upstream.url());
+    client.get(&url).send().await.expect("GET");
+    let id = id_of(&cacheow, "/budgeted").await;
+    let browser = Browser::open(&cacheow).await;
+    browser.goto(&format!("/ui/functions/{id}")).await;
+
+    browser.type_into("#policy-ttl", "soon").await;
+    browser.click("#policy-save").await;
+    let error = browser.text("[data-testid=policy-error]").await;
+    assert!(
+        error.contains("`ttl`") && error.contains("HTTP 400"),
+        "{error}"
+    );
+
+    browser.type_into("#policy-ttl", "1h").await;
+    browser
+        .type_into("#policy-max_upstream_calls", "1/1h")
+        .await;
+    browser.type_into("#policy-tags", "llm, paid").await;
+    browser.type_into("#policy-breaker-failures", "3").await;
+    browser.type_into("#policy-breaker-window", "30s").await;
+    browser.type_into("#policy-breaker-open_for", "1m").await;
+    browser.click("#policy-save").await;
+    browser.wait_text("[data-testid=policy-ok]", "Saved").await;
+    let config = cacheow.function("/budgeted").await["config"].clone();
+    assert_eq!(config["ttl"], "1h");
+    assert_eq!(config["max_upstream_calls"], "1/1h");
+    assert_eq!(config["tags"], json!(["llm", "paid"]));
+    assert_eq!(
+        config["circuit_breaker"],
+        json!({"failures": 3, "window": "30s", "open_for": "1m"})
+    );
+
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(
+            client
+                .get(&url)
+                .send()
+                .await
+                .expect("GET")
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [200, 429],
+        "the budget set in the page guards the upstream"
+    );
+    browser.wait_text("[data-testid=stat-budget]", "1").await;
+
+    browser.click("#policy-invalidate").await;
+    let ok = browser.text("[data-testid=policy-ok]").await;
+    assert!(ok.contains("stale"), "{ok}");
+    cacheow_tests::eventually("the invalidation mark", || async {
+        cacheow.function("/budgeted").await["config"]["invalidated"]["before"]
+            .as_u64()
+            .is_some_and(|before| before > 0)
+    })
+    .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cacheow_started_with_a_token_gets_it_from_the_page_once() {
     let upstream = Upstream::echo().await;
     let cacheow = Cacheow::start(&["--token", "let-me-in"]);

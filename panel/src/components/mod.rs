@@ -3,6 +3,7 @@
 mod manual_form;
 mod mode_select;
 mod outcome_viewer;
+mod policy;
 mod weights;
 
 use std::cell::Cell;
@@ -16,6 +17,7 @@ use leptos::task::spawn_local;
 pub(crate) use manual_form::ManualOutcomeForm;
 pub(crate) use mode_select::ModeSelect;
 pub(crate) use outcome_viewer::OutcomeViewer;
+pub(crate) use policy::CachePolicy;
 pub(crate) use weights::WeightsEditor;
 
 use crate::api::ApiError;

@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::api::{self, ApiError, FunctionDetail, Mode, OutcomeSummary, RebuildReport};
 use crate::components::{
-    ErrorNote, ManualOutcomeForm, ModeSelect, OkNote, OutcomeViewer, POLL_PERIOD, Refresh,
-    WeightsEditor, clock, poll, result_badge, set_if_changed,
+    CachePolicy, ErrorNote, ManualOutcomeForm, ModeSelect, OkNote, OutcomeViewer, POLL_PERIOD,
+    Refresh, WeightsEditor, clock, poll, result_badge, set_if_changed,
 };
 use crate::format;
 
@@ -166,6 +166,7 @@ fn FunctionBody(
             <LatencyCard id=id.clone() detail/>
             <StatsCard detail/>
         </div>
+        <CachePolicy id=id.clone() detail/>
         <OutcomesTable id=id.clone() detail selected shown refresh/>
         {viewer}
         <WeightsEditor function_id=id.clone() detail/>
@@ -363,6 +364,11 @@ fn StatsCard(detail: RwSignal<Option<FunctionDetail>>) -> impl IntoView {
                 {count("Cache misses", "stat-misses", |s| s.cache_misses)}
                 {count("Mocks", "stat-mocks", |s| s.mock_calls)}
                 {count("Errors", "stat-errors", |s| s.exceptions)}
+                {count("Stale", "stat-stale", |s| s.stale_served)}
+                {count("Refreshed", "stat-refreshed", |s| s.refreshed)}
+                {count("Coalesced", "stat-coalesced", |s| s.coalesced)}
+                {count("Over budget", "stat-budget", |s| s.budget_rejected)}
+                {count("Circuit open", "stat-circuit", |s| s.circuit_open)}
                 <div>
                     <dt>"Average"</dt>
                     <dd>{move || format::millis(stats.with(|s| s.average_duration_ms))}</dd>
