@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cacheow_engine::{
-    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, Invalidation,
+    CallKey, Engine, EngineError, FunctionHandle, FunctionId, FunctionKind, Guard, Invalidation,
     MAX_WAIT_MS, MockEntry, Mode, NewOutcome, OutcomeId, Policy, ReplayFilter, Stats,
     StoredOutcome, policy,
 };
@@ -567,6 +567,9 @@ struct Summary {
     latency_jitter_ms: u64,
     outcome_count: usize,
     stats: SummaryStats,
+    /// Guards that stop upstream calls now (`budget_exceeded`,
+    /// `circuit_open`).
+    guards: Vec<Guard>,
     /// What the kind's codec adds (for HTTP: `http`).
     #[serde(flatten)]
     described: Map<String, Value>,
@@ -593,6 +596,7 @@ fn summary(function: &FunctionHandle) -> Summary {
             latency_ms: settings.latency_ms,
             latency_jitter_ms: settings.latency_jitter_ms,
             outcome_count: function.outcome_count(),
+            guards: function.tripped_guards(),
             stats: SummaryStats {
                 average_duration_ms: stats.average_duration_ms(),
                 stats,
@@ -603,7 +607,7 @@ fn summary(function: &FunctionHandle) -> Summary {
 }
 
 /// The fields a summary always has; a codec cannot replace them.
-const SUMMARY_FIELDS: [&str; 8] = [
+const SUMMARY_FIELDS: [&str; 9] = [
     "id",
     "name",
     "kind",
@@ -612,6 +616,7 @@ const SUMMARY_FIELDS: [&str; 8] = [
     "latency_jitter_ms",
     "outcome_count",
     "stats",
+    "guards",
 ];
 
 fn detail(function: &FunctionHandle) -> Value {

@@ -391,6 +391,23 @@ impl FunctionHandle {
         }
     }
 
+    /// The guards that would keep a call from the upstream right now: the
+    /// function's budget spent, its circuit open (the global budget is the
+    /// engine's, not the function's).
+    pub fn tripped_guards(&self) -> Vec<Guard> {
+        let policy = self.policy();
+        let mut tripped = Vec::new();
+        if let Some(budget) = &policy.max_upstream_calls
+            && !self.state.spending.has_room(budget)
+        {
+            tripped.push(Guard::BudgetExceeded);
+        }
+        if policy.circuit_breaker.is_some() && self.state.breaker.open_for().is_some() {
+            tripped.push(Guard::CircuitOpen);
+        }
+        tripped
+    }
+
     /// True when a result with this status counts as an upstream failure.
     pub fn is_error_status(&self, status: u16) -> bool {
         self.policy().error_statuses.contains(status)

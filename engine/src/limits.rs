@@ -43,6 +43,14 @@ impl Spending {
     }
 }
 
+impl Spending {
+    /// True when one more call fits `budget` now (nothing is taken).
+    pub(crate) fn has_room(&self, budget: &Budget) -> bool {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        room(&mut calls, budget, Instant::now()).is_ok()
+    }
+}
+
 /// Forgets calls that left `budget`'s window; `Err` with the time until
 /// the oldest leaves when the window has no room for one more.
 fn room(calls: &mut VecDeque<Instant>, budget: &Budget, now: Instant) -> Result<(), Duration> {

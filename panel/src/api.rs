@@ -172,6 +172,10 @@ pub(crate) struct FunctionSummary {
     pub(crate) http: Option<HttpIdentity>,
     #[serde(default)]
     pub(crate) outcome_count: u64,
+    /// Guards that stop upstream calls now: `budget_exceeded`,
+    /// `circuit_open`.
+    #[serde(default)]
+    pub(crate) guards: Vec<String>,
     #[serde(default)]
     pub(crate) stats: Stats,
 }

@@ -994,6 +994,18 @@ async fn the_cache_policy_edited_in_the_page_changes_the_next_proxied_calls() {
         "the budget set in the page guards the upstream"
     );
     browser.wait_text("[data-testid=stat-budget]", "1").await;
+    browser
+        .wait_text("[data-testid=guard-budget_exceeded]", "over budget")
+        .await;
+    assert_eq!(
+        cacheow.function("/budgeted").await["guards"],
+        json!(["budget_exceeded"])
+    );
+    browser.goto("/ui/").await;
+    browser
+        .wait_text("[data-testid=guard-budget_exceeded]", "over budget")
+        .await;
+    browser.goto(&format!("/ui/functions/{id}")).await;
 
     browser.click("#policy-invalidate").await;
     let ok = browser.text("[data-testid=policy-ok]").await;

@@ -103,6 +103,25 @@ pub(crate) fn result_badge(status: Option<u16>, failure: Option<String>) -> AnyV
     }
 }
 
+/// "over budget" and "circuit open" badges for the guards that stop a
+/// function's upstream calls now.
+pub(crate) fn guard_badges(guards: &[String]) -> impl IntoView + use<> {
+    guards
+        .iter()
+        .map(|guard| {
+            let text = match guard.as_str() {
+                "budget_exceeded" => "over budget",
+                "circuit_open" => "circuit open",
+                other => other,
+            }
+            .to_owned();
+            view! {
+                <span class="badge guard" data-testid=format!("guard-{guard}")>{text}</span>
+            }
+        })
+        .collect_view()
+}
+
 /// An API failure in words, announced to screen readers. Renders nothing
 /// while there is no error.
 #[component]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::api::{self, ApiError, FunctionDetail, Mode, OutcomeSummary, RebuildReport};
 use crate::components::{
     CachePolicy, ErrorNote, ManualOutcomeForm, ModeSelect, OkNote, OutcomeViewer, POLL_PERIOD,
-    Refresh, WeightsEditor, clock, poll, result_badge, set_if_changed,
+    Refresh, WeightsEditor, clock, guard_badges, poll, result_badge, set_if_changed,
 };
 use crate::format;
 
@@ -194,6 +194,7 @@ fn heading(s: &api::FunctionSummary) -> impl IntoView + use<> {
             <p class="muted">
                 {format!("{}://{}", http.scheme, http.host)} " · " {s.kind.clone()} " · id "
                 <code>{s.id.clone()}</code>
+                " " {guard_badges(&s.guards)}
             </p>
         }
         .into_any(),
@@ -203,7 +204,9 @@ fn heading(s: &api::FunctionSummary) -> impl IntoView + use<> {
                 " "
                 <span class="route">{s.name.clone()}</span>
             </h1>
-            <p class="muted">"Rust function · id " <code>{s.id.clone()}</code></p>
+            <p class="muted">
+                "Rust function · id " <code>{s.id.clone()}</code> " " {guard_badges(&s.guards)}
+            </p>
         }
         .into_any(),
     }

@@ -11,7 +11,9 @@ use leptos::callback::UnsyncCallback;
 use leptos::prelude::*;
 
 use crate::api::{self, ApiError, FunctionSummary, Mode};
-use crate::components::{ErrorNote, ModeSelect, POLL_PERIOD, clock, poll, set_if_changed};
+use crate::components::{
+    ErrorNote, ModeSelect, POLL_PERIOD, clock, guard_badges, poll, set_if_changed,
+};
 
 #[component]
 pub(crate) fn FunctionsPage() -> impl IntoView {
@@ -219,5 +221,6 @@ fn function_label(f: &FunctionSummary, href: &str) -> impl IntoView + use<> {
             <span class="route">{main}</span>
             <span class="host">{detail}</span>
         </a>
+        {guard_badges(&f.guards)}
     }
 }
