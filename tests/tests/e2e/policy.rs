@@ -819,3 +819,59 @@ async fn lookup_says_whether_a_call_would_replay_without_making_it() {
     let stats = cacheow.function("/v1/chat").await["stats"].clone();
     assert_eq!(stats["total_calls"], 1, "nor counts as a call");
 }
+
+#[tokio::test]
+async fn a_waiting_call_is_not_given_a_reply_that_varies_on_a_header_it_sent_differently() {
+    let upstream = Upstream::streaming(Arc::new(|parts, _| {
+        let seen = parts
+            .headers
+            .get("accept-encoding")
+            .map_or("none", |v| v.to_str().unwrap())
+            .to_owned();
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tx.send(Ok(Bytes::from(format!("encoding {seen}")))).await;
+        });
+        http::Response::builder()
+            .header("vary", "Accept-Encoding")
+            .header("set-cookie", "session=lead")
+            .body(body)
+            .unwrap()
+    }))
+    .await;
+    let cacheow = Cacheow::start(&["--default-mode", "cache"]);
+    let client = cacheow.proxied_client();
+    let url = format!("{}/varies", upstream.url());
+    let call = |encoding: &'static str| {
+        let request = client.get(&url).header("accept-encoding", encoding);
+        async move {
+            let response = request.send().await.unwrap();
+            let source = response.headers()["x-cacheow-source"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let cookie = response.headers().get("set-cookie").is_some();
+            (source, cookie, response.text().await.unwrap())
+        }
+    };
+    let lead = tokio::spawn(call("gzip"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (same, other) = tokio::join!(call("gzip"), call("identity"));
+    let lead = lead.await.unwrap();
+    assert_eq!(
+        lead,
+        ("upstream".to_owned(), true, "encoding gzip".to_owned())
+    );
+    assert_eq!(
+        same,
+        ("coalesced".to_owned(), false, "encoding gzip".to_owned()),
+        "the same Accept-Encoding follows the live reply, without the lead's session cookie"
+    );
+    assert_eq!(
+        (other.0.as_str(), other.2.as_str()),
+        ("upstream", "encoding identity"),
+        "another Accept-Encoding goes on its own"
+    );
+    assert_eq!(upstream.hits(), 2);
+}
