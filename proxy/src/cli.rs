@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// Commit every recorded outcome to disk before replying.
     #[arg(long)]
     pub durable: bool,
+    /// Never connect to an upstream (no DNS, TCP or TLS) and record nothing
+    /// new: calls replay, or get 504 `offline_miss` naming what to record.
+    #[arg(long, env = "CACHEOW_OFFLINE")]
+    pub offline: bool,
     /// Memory for outcomes kept ready to replay, in bytes; every other
     /// outcome stays on disk until a call needs it.
     #[arg(long, value_name = "BYTES", env = "CACHEOW_MEMORY_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]

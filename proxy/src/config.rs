@@ -91,6 +91,8 @@ pub struct Config {
     pub default_mode: Mode,
     /// Commit before replying.
     pub durable: bool,
+    /// Never connect to an upstream; replay or answer `offline_miss`.
+    pub offline: bool,
     /// Memory for hot outcomes, in bytes.
     pub memory_cache_bytes: u64,
     /// The cost guard over every function together.
@@ -225,6 +227,7 @@ impl Config {
             reverse,
             default_mode,
             durable: args.durable,
+            offline: args.offline,
             memory_cache_bytes: args.memory_cache_bytes,
             max_upstream_calls,
             routes: Arc::new(RouteTable::new(file.rules, file.key_prefix)),

@@ -108,6 +108,8 @@ pub(crate) enum Kind {
     NoMockOutcome,
     /// `Cache-Control: only-if-cached`, and nothing fresh was stored.
     NotCached,
+    /// `--offline`, and nothing replayable was stored.
+    OfflineMiss,
     /// A per-request control header (`x-cacheow-mode`) is not understood.
     BadControl,
     /// The upstream budget (`max_upstream_calls`) is spent.
@@ -141,6 +143,7 @@ impl Kind {
             Kind::Transport(kind) => kind.as_str(),
             Kind::NoMockOutcome => "no_mock_outcome",
             Kind::NotCached => "not_cached",
+            Kind::OfflineMiss => "offline_miss",
             Kind::BadControl => "bad_control",
             Kind::BudgetExceeded => "budget_exceeded",
             Kind::CircuitOpen => "circuit_open",
@@ -164,6 +167,7 @@ impl Kind {
             // it up, not a fault of cacheow's.
             Kind::NoMockOutcome
             | Kind::NotCached
+            | Kind::OfflineMiss
             | Kind::BadControl
             | Kind::BudgetExceeded
             | Kind::CircuitOpen
@@ -181,7 +185,9 @@ impl Kind {
     fn status(self) -> Option<StatusCode> {
         Some(match self {
             Kind::Transport(ErrorKind::ConnectionReset) => return None,
-            Kind::Transport(ErrorKind::Timeout) | Kind::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            Kind::Transport(ErrorKind::Timeout) | Kind::NotCached | Kind::OfflineMiss => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Kind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             Kind::BadControl => StatusCode::BAD_REQUEST,
             Kind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
@@ -219,6 +225,8 @@ pub(crate) struct ProxyError {
     source: Option<Source>,
     /// When the client may try again (`Retry-After`).
     retry_after: Option<std::time::Duration>,
+    /// The call key, for a call that was not served (`offline_miss`).
+    call_key: Option<String>,
 }
 
 impl ProxyError {
@@ -229,7 +237,14 @@ impl ProxyError {
             function: None,
             source: None,
             retry_after: None,
+            call_key: None,
         }
+    }
+
+    /// The same error, naming the call's key in its JSON body.
+    pub(crate) fn with_call_key(mut self, key: &cacheow_engine::CallKey) -> Self {
+        self.call_key = Some(key.to_string());
+        self
     }
 
     /// The same error, telling the client when to try again.
@@ -284,6 +299,9 @@ impl ProxyError {
         });
         if let Some(function) = &self.function {
             error["function"] = function.to_string().into();
+        }
+        if let Some(key) = &self.call_key {
+            error["call_key"] = key.clone().into();
         }
         let mut response =
             cacheow_control::json_response(status, &json!({ "error": error })).map(ProxyBody::full);
@@ -395,6 +413,7 @@ mod tests {
             ),
             (Kind::NoMockOutcome, StatusCode::BAD_GATEWAY),
             (Kind::NotCached, StatusCode::GATEWAY_TIMEOUT),
+            (Kind::OfflineMiss, StatusCode::GATEWAY_TIMEOUT),
             (Kind::BudgetExceeded, StatusCode::TOO_MANY_REQUESTS),
             (Kind::CircuitOpen, StatusCode::SERVICE_UNAVAILABLE),
             (Kind::PersistFailed, StatusCode::INSUFFICIENT_STORAGE),

@@ -116,6 +116,11 @@ pub(crate) async fn pipeline(
                 .respond();
         }
     };
+    if state.config.offline {
+        // Internal: replay or refuse, never call: the same decision as
+        // `only-if-cached`, answered as `offline_miss`.
+        overrides.only_if_cached = true;
+    }
     // Internal: moved out, so the upstream request takes them without a
     // copy; `call` keeps the rest of the head.
     let headers = std::mem::take(&mut parts.headers);
@@ -145,6 +150,11 @@ pub(crate) async fn pipeline(
         cache_miss: false,
     };
     let filter = RequestFilter { headers: &headers };
+    if state.config.offline && overrides.bypass {
+        return call.refused(&Refusal::NotCached {
+            function: function.id(),
+        });
+    }
     loop {
         match function.decide_with(key.as_ref(), &filter, overrides) {
             Ok(Decision::Replay {
@@ -490,9 +500,10 @@ impl Call<'_> {
         // Internal: a stored length stands beside an empty body only, and
         // is true only for the HEAD (or 304) reply it was recorded with.
         let keep_length = self.parts.method == Method::HEAD || status == StatusCode::NOT_MODIFIED;
-        // Internal: room for the two headers `mark` adds, so the map is
-        // allocated once per reply.
-        let mut copied = http::HeaderMap::with_capacity(headers.len() + 2);
+        // Internal: room for the two headers `mark` adds and the `Age` and
+        // `x-cacheow-error` a replay may carry, so the map is allocated
+        // once per reply.
+        let mut copied = http::HeaderMap::with_capacity(headers.len() + 4);
         for (name, value) in headers {
             if keep_length || name != header::CONTENT_LENGTH {
                 copied.append(name, value.clone());
@@ -950,6 +961,9 @@ impl Call<'_> {
 
     /// Answers a call the engine refused, and counts it.
     fn refused(&self, refusal: &Refusal) -> Reply {
+        if self.state.config.offline && matches!(refusal, Refusal::NotCached { .. }) {
+            return self.offline_miss();
+        }
         let kind = match refusal {
             Refusal::NoMockOutcome(_) => Kind::NoMockOutcome,
             Refusal::NotCached { .. } => Kind::NotCached,
@@ -973,6 +987,30 @@ impl Call<'_> {
             ProxyError::new(kind, refusal.to_string()).of_call(self.function.id(), source);
         if let Refusal::Guarded { retry_after, .. } = refusal {
             error = error.retry_after(*retry_after);
+        }
+        error.respond()
+    }
+
+    /// The 504 of `--offline` for a call with nothing to replay, saying
+    /// which call it was and how to record it.
+    fn offline_miss(&self) -> Reply {
+        let kind = Kind::OfflineMiss;
+        self.function.finish(Finished {
+            cache_miss: true,
+            error: Some(kind.code().into()),
+            ..Finished::of(self.key, Source::Cache, self.started.elapsed())
+        });
+        let call = match &self.key {
+            Some(key) => format!("call key {key}"),
+            None => "no call key: its request body is over --max-body-bytes".to_owned(),
+        };
+        let message = format!(
+            "cacheow runs --offline and has no replayable outcome for this call of function {} ({call}); record it by making the call once with cacheow running without --offline (in default or cache mode)",
+            self.function.id()
+        );
+        let mut error = ProxyError::new(kind, message).of_call(self.function.id(), Source::Cache);
+        if let Some(key) = &self.key {
+            error = error.with_call_key(key);
         }
         error.respond()
     }

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
-use crate::error::{ErrorKind, ProxyError, bad_target};
+use crate::error::{ErrorKind, Kind, ProxyError, bad_target};
 use crate::rewind::Rewind;
 use crate::state::AppState;
 
@@ -148,6 +148,13 @@ pub(crate) async fn connect(state: &Arc<AppState>, request: Request<Incoming>) -
         .no_intercept
         .iter()
         .any(|p| p.matches(&target.host, target.port));
+    if blind && state.config.offline {
+        let message = format!(
+            "cacheow runs --offline, and {}:{} is tunnelled blind (--no-intercept), so nothing of it is recorded to serve",
+            target.host, target.port
+        );
+        return Connected::Done(ProxyError::new(Kind::OfflineMiss, message).refuse());
+    }
     if blind {
         return Connected::Done(tunnel_blind(state, request, target).await);
     }

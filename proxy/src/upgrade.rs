@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::ProxyBody;
-use crate::error::{ProxyError, Reply, bad_target};
+use crate::error::{Kind, ProxyError, Reply, bad_target};
 use crate::forward::Target;
 use crate::headers::strip_hop_by_hop;
 use crate::state::AppState;
@@ -39,6 +39,13 @@ pub(crate) async fn pass_upgrade(
     mut request: Request<Incoming>,
     target: Target,
 ) -> Reply {
+    if state.config.offline {
+        let message = format!(
+            "cacheow runs --offline, and a protocol upgrade (WebSocket) to {} is never recorded, so it cannot be served",
+            target.url()
+        );
+        return Ok(ProxyError::new(Kind::OfflineMiss, message).refuse());
+    }
     let client_side = hyper::upgrade::on(&mut request);
     let (parts, body) = request.into_parts();
     let url = target.url();

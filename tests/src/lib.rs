@@ -304,11 +304,20 @@ impl Cacheow {
 
     /// Stops and starts again on the same data dir with the same flags.
     pub fn restart(mut self) -> Cacheow {
+        let args = std::mem::take(&mut self.args);
+        self.restart_with_args(args)
+    }
+
+    /// Stops and starts again on the same data dir with `args` instead.
+    pub fn restart_with(self, args: &[&str]) -> Cacheow {
+        self.restart_with_args(args.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn restart_with_args(mut self, args: Vec<String>) -> Cacheow {
         if self.child.is_some() {
             self.stop();
         }
         let data_dir = self.data_dir.clone();
-        let args = std::mem::take(&mut self.args);
         let wrapper = std::mem::take(&mut self.wrapper);
         Self::start_in(data_dir, args, wrapper)
     }

@@ -876,3 +876,66 @@ async fn a_waiting_call_is_not_given_a_reply_that_varies_on_a_header_it_sent_dif
     );
     assert_eq!(upstream.hits(), 2);
 }
+
+#[tokio::test]
+async fn offline_replays_what_was_recorded_and_never_opens_an_upstream_connection() {
+    let (upstream, _) = ok_upstream().await;
+    let cacheow = Cacheow::start(&["--default-mode", "cache"]);
+    let url = format!("{}/offline", upstream.url());
+    get(&cacheow.proxied_client(), &url).await;
+    let id = cacheow.function("/offline").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let connections = upstream.connections();
+    let offline = cacheow.restart_with(&["--offline"]);
+    let client = offline.proxied_client();
+    let replayed = get(&client, &url).await;
+    assert_eq!((replayed.status, replayed.source.as_str()), (200, "cache"));
+    let bypass = send(&client, client.get(&url).header("x-cacheow-mode", "bypass")).await;
+    assert_eq!(
+        (bypass.status, bypass.error.as_deref()),
+        (504, Some("offline_miss"))
+    );
+    let refresh = send(
+        &client,
+        client.get(&url).header("cache-control", "no-cache"),
+    )
+    .await;
+    assert_eq!(refresh.source, "cache", "no-cache cannot refresh offline");
+    let miss = send(&client, client.get(format!("{url}?new=1"))).await;
+    assert_eq!(
+        (miss.status, miss.error.as_deref()),
+        (504, Some("offline_miss"))
+    );
+    let error = &miss.body["error"];
+    assert_eq!(error["function"], id.as_str());
+    assert_eq!(error["call_key"].as_str().map(str::len), Some(64));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("without --offline"),
+        "{error}"
+    );
+    let unseen = send(
+        &client,
+        client.get(format!("{}/never-recorded", upstream.url())),
+    )
+    .await;
+    assert_eq!(
+        (unseen.status, unseen.error.as_deref()),
+        (504, Some("offline_miss"))
+    );
+    assert_eq!(
+        upstream.connections(),
+        connections,
+        "--offline opened a connection to the upstream"
+    );
+    assert_eq!(upstream.hits(), 1);
+    let stats = offline.function("/offline").await["stats"].clone();
+    assert_eq!(
+        stats["upstream_calls"], 1,
+        "only the call recorded before: {stats}"
+    );
+}
