@@ -416,7 +416,12 @@ impl Call<'_> {
             .find(|o| {
                 let outcome = o.outcome();
                 let failed = self.codec.failed(outcome);
-                let status = self.codec.status(outcome);
+                // Internal: the status is read out of the stored value only
+                // when a setting asks for it, keeping the default replay
+                // path free of JSON work.
+                let status = (good_only || self.policy.cache_if.reads_status())
+                    .then(|| self.codec.status(outcome))
+                    .flatten();
                 let bad = failed || status.is_some_and(|s| self.policy.error_statuses.contains(s));
                 let unwanted = outcome.is_mock_only || (good_only && bad);
                 !unwanted

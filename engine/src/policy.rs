@@ -394,6 +394,12 @@ impl CacheIf {
         }
     }
 
+    /// True when `accepts` looks at the status (so a caller need not read
+    /// it otherwise).
+    pub fn reads_status(&self) -> bool {
+        matches!(self, CacheIf::Success | CacheIf::Statuses(_))
+    }
+
     /// True when an outcome that `failed` (a transport failure or a broken
     /// stream) with result code `status` may be replayed.
     pub fn accepts(&self, failed: bool, status: Option<u16>) -> bool {

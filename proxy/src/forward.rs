@@ -947,12 +947,12 @@ impl Call<'_> {
     /// upstream failure; `None` for a good one.
     fn failure_of(&self, outcome: &StoredOutcome) -> Option<HeaderValue> {
         let stored = outcome.outcome();
-        // Internal: an exception, or a stream that broke off.
-        if let Some(kind) = &stored.exception_type {
+        let codec = self.function.codec();
+        if codec.failed(stored) {
+            let kind = stored.exception_type.as_deref().unwrap_or("exception");
             return HeaderValue::from_str(kind).ok();
         }
-        let status = stored.value.get("status")?.as_u64()?;
-        let status = u16::try_from(status).ok()?;
+        let status = codec.status(stored)?;
         self.function
             .is_error_status(status)
             .then(|| HeaderValue::from_str(&format!("status_{status}")).ok())

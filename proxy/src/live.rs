@@ -57,9 +57,11 @@ impl Follower {
         if let Piece::Data(data) = &piece {
             let queued = self.queued.fetch_add(data.len(), Ordering::AcqRel) + data.len();
             if queued > cap {
-                let _ = self.pieces.send(Piece::Broken(format!(
+                let reason = format!(
                     "this client fell more than {cap} bytes (--max-body-bytes) behind the call it shared"
-                )));
+                );
+                tracing::warn!(%reason, "cut off a client that was following a shared upstream reply");
+                let _ = self.pieces.send(Piece::Broken(reason));
                 return false;
             }
         }
@@ -194,10 +196,9 @@ impl Following {
             Poll::Pending => {
                 if self.stall.as_mut().poll(cx).is_ready() {
                     self.pieces.close();
-                    return Poll::Ready(Some(Err(LiveBroken(format!(
-                        "nothing came for {:?} (--upstream-timeout)",
-                        self.idle
-                    )))));
+                    let reason = format!("nothing came for {:?} (--upstream-timeout)", self.idle);
+                    tracing::warn!(%reason, "cut off a client that was following a shared upstream reply");
+                    return Poll::Ready(Some(Err(LiveBroken(reason))));
                 }
                 Poll::Pending
             }
